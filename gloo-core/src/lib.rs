@@ -1,0 +1,16 @@
+//! gloo-core: the gateway's control plane.
+//!
+//! ```text
+//!  storage gRPC API ──► storage (auth, validation, field ownership) ──► store ──► redb file
+//!                                                                        │
+//!                                                     watch ◄── events ◄─┘
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod auth;
+pub mod metrics;
+pub mod resource;
+pub mod storage;
+pub mod store;

@@ -1,0 +1,484 @@
+//! The storage API's semantics, independent of gRPC: Get, List, Apply, Delete, Sync and
+//! UpdateStatus over the [`Store`], with authorization, validation and field ownership.
+//!
+//! Every write runs inside one store transaction, so its checks (resource_version, ownership)
+//! and its effect are atomic. Calls here block on disk I/O: the gRPC layer runs them on the
+//! blocking pool.
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use proto::v1::{
+    resource::Spec, secret_spec, status::State, sync_response::Rejected, Kind, Resource, Status,
+    SyncRequest, SyncResponse,
+};
+
+use crate::{
+    auth::{Identity, Role},
+    resource::{kind_name, Key, LabelSelector},
+    store::{Store, StoreError, Write},
+};
+
+pub mod fields;
+pub mod grpc;
+pub mod validate;
+pub mod watch;
+
+use fields::Content;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0} not found")]
+    NotFound(Key),
+    #[error("{key} has resource_version {current}, not {expected}: it changed since it was read; get it again and retry")]
+    Conflict {
+        key: Key,
+        expected: u64,
+        current: u64,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        let msg = e.to_string();
+        match e {
+            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::Conflict { .. } => tonic::Status::aborted(msg),
+            Error::Invalid(_) => tonic::Status::invalid_argument(msg),
+            Error::Denied(_) => tonic::Status::permission_denied(msg),
+            Error::Store(StoreError::Compacted { .. }) => tonic::Status::out_of_range(msg),
+            Error::Store(StoreError::Backend(_)) => tonic::Status::unavailable(msg),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    pub expected_resource_version: u64,
+    pub dry_run: bool,
+    pub draft: bool,
+}
+
+pub struct ApplyOutcome {
+    pub resource: Arc<Resource>,
+    pub created: bool,
+    pub unchanged: bool,
+}
+
+pub struct Storage {
+    store: Arc<Store>,
+}
+
+fn rv(r: &Resource) -> u64 {
+    r.metadata.as_ref().map_or(0, |m| m.resource_version)
+}
+
+fn owner_of(r: &Resource) -> &str {
+    r.metadata.as_ref().map_or("", |m| m.owner.as_str())
+}
+
+fn content_of(r: &Resource) -> Option<Content> {
+    let meta = r.metadata.as_ref()?;
+    Some(Content {
+        spec: r.spec.clone()?,
+        labels: meta.labels.clone(),
+        annotations: meta.annotations.clone(),
+    })
+}
+
+fn same_content(a: &Resource, b: &Resource) -> bool {
+    let (Some(ma), Some(mb)) = (&a.metadata, &b.metadata) else {
+        return false;
+    };
+    a.spec == b.spec && ma.labels == mb.labels && ma.annotations == mb.annotations
+}
+
+fn managers_of(r: &Resource) -> fields::Managers {
+    r.metadata
+        .as_ref()
+        .map(|m| m.field_managers.clone())
+        .unwrap_or_default()
+}
+
+fn pending() -> Status {
+    Status {
+        state: State::Pending as i32,
+        ..Default::default()
+    }
+}
+
+/// The object as `who` may see it: Secrets' contents are removed for callers without the
+/// right to read them.
+pub fn redact_for(who: &Identity, r: Arc<Resource>) -> Arc<Resource> {
+    if who.can_read(Kind::Secret) || !matches!(r.spec, Some(Spec::Secret(_))) {
+        return r;
+    }
+    let mut copy = (*r).clone();
+    copy.spec = Some(Spec::Secret(proto::v1::SecretSpec {
+        kind: match &copy.spec {
+            Some(Spec::Secret(s)) => s.kind.as_ref().map(|k| match k {
+                secret_spec::Kind::Tls(_) => secret_spec::Kind::Tls(Default::default()),
+                secret_spec::Kind::Aws(_) => secret_spec::Kind::Aws(Default::default()),
+                secret_spec::Kind::Gcp(_) => secret_spec::Kind::Gcp(Default::default()),
+                secret_spec::Kind::Opaque(_) => secret_spec::Kind::Opaque(Default::default()),
+            }),
+            _ => None,
+        },
+    }));
+    Arc::new(copy)
+}
+
+fn check_read(who: &Identity, kind: Kind) -> Result<(), Error> {
+    if who.can_read(kind) {
+        Ok(())
+    } else {
+        Err(Error::Denied(format!(
+            "{} may not read {} objects",
+            who.name,
+            kind_name(kind)
+        )))
+    }
+}
+
+impl Storage {
+    pub fn new(store: Arc<Store>) -> Self {
+        Storage { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn get(&self, who: &Identity, key: &Key) -> Result<Arc<Resource>, Error> {
+        check_read(who, key.kind)?;
+        self.store
+            .get(key)
+            .ok_or_else(|| Error::NotFound(key.clone()))
+    }
+
+    /// Objects of `kind` (every kind the caller may read when `None`).
+    pub fn list(
+        &self,
+        who: &Identity,
+        kind: Option<Kind>,
+        namespace: Option<&str>,
+        selector: &LabelSelector,
+    ) -> Result<(Vec<Arc<Resource>>, u64), Error> {
+        let kinds: Vec<Kind> = match kind {
+            Some(k) => {
+                check_read(who, k)?;
+                vec![k]
+            }
+            None => crate::resource::KINDS
+                .into_iter()
+                .filter(|k| who.can_read(*k))
+                .collect(),
+        };
+        let state = self.store.read();
+        let mut out = Vec::new();
+        for k in kinds {
+            out.extend(
+                state
+                    .of_kind(k, namespace)
+                    .filter(|r| {
+                        r.metadata
+                            .as_ref()
+                            .is_some_and(|m| selector.matches(&m.labels))
+                    })
+                    .cloned(),
+            );
+        }
+        Ok((out, state.revision()))
+    }
+
+    pub fn apply(
+        &self,
+        who: &Identity,
+        mut r: Resource,
+        opts: ApplyOptions,
+    ) -> Result<ApplyOutcome, Error> {
+        let key = validate::normalize_and_check(&mut r).map_err(Error::Invalid)?;
+        r.status = None;
+        let (events, outcome) = self.store.transact(|state| {
+            let current = state.get(&key);
+            if opts.expected_resource_version != 0 {
+                let cur = current.map_or(0, |c| rv(c));
+                if cur != opts.expected_resource_version {
+                    return Err(Error::Conflict {
+                        key: key.clone(),
+                        expected: opts.expected_resource_version,
+                        current: cur,
+                    });
+                }
+            }
+            let meta = r.metadata.get_or_insert_with(Default::default);
+            if meta.owner.is_empty() {
+                meta.owner = match (current, who.role) {
+                    (Some(c), _) => owner_of(c).to_string(),
+                    (None, Role::Discovery) => who.manager().to_string(),
+                    (None, _) => String::new(),
+                };
+            }
+            if let Some(c) = current {
+                who.can_write(key.kind, owner_of(c)).map_err(Error::Denied)?;
+            }
+            who.can_write(key.kind, &meta.owner).map_err(Error::Denied)?;
+
+            if let Some(c) = current {
+                if same_content(c, &r) && owner_of(c) == owner_of(&r) {
+                    return Ok((vec![], (c.clone(), false, true)));
+                }
+            }
+            let new_content = content_of(&r).expect("validated objects have spec and metadata");
+            let old = current.and_then(|c| content_of(c).map(|cc| (cc.fields(), managers_of(c))));
+            let managers = fields::update(
+                old.as_ref().map(|(f, m)| (f, m)),
+                &new_content.fields(),
+                who.manager(),
+            );
+            let meta = r.metadata.get_or_insert_with(Default::default);
+            meta.field_managers = managers;
+            meta.generation = match current {
+                None => 1,
+                Some(c) => {
+                    let g = c.metadata.as_ref().map_or(0, |m| m.generation);
+                    if c.spec == r.spec {
+                        g
+                    } else {
+                        g + 1
+                    }
+                }
+            };
+            meta.resource_version = current.map_or(0, |c| rv(c));
+            r.status = Some(current.and_then(|c| c.status.clone()).unwrap_or_else(pending));
+            let created = current.is_none();
+            if opts.dry_run {
+                return Ok((vec![], (Arc::new(r), created, false)));
+            }
+            Ok((vec![Write::Put(r.clone())], (Arc::new(r), created, false)))
+        })?;
+        let (resource, created, unchanged) = outcome;
+        let resource = events
+            .into_iter()
+            .next()
+            .map_or(resource, |e| e.resource);
+        Ok(ApplyOutcome {
+            resource,
+            created,
+            unchanged,
+        })
+    }
+
+    pub fn delete(
+        &self,
+        who: &Identity,
+        key: &Key,
+        expected_resource_version: u64,
+    ) -> Result<Arc<Resource>, Error> {
+        let (events, ()) = self.store.transact(|state| {
+            let current = state
+                .get(key)
+                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            who.can_write(key.kind, owner_of(current))
+                .map_err(Error::Denied)?;
+            if expected_resource_version != 0 && rv(current) != expected_resource_version {
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected: expected_resource_version,
+                    current: rv(current),
+                });
+            }
+            Ok((vec![Write::Delete(key.clone())], ()))
+        })?;
+        Ok(events
+            .into_iter()
+            .next()
+            .expect("a delete of an existing object writes one event")
+            .resource)
+    }
+
+    pub fn update_status(
+        &self,
+        who: &Identity,
+        key: &Key,
+        status: Status,
+    ) -> Result<(Arc<Resource>, bool), Error> {
+        if !who.can_update_status() {
+            return Err(Error::Denied(format!("{} may not set statuses", who.name)));
+        }
+        let (events, current) = self.store.transact(|state| {
+            let current = state
+                .get(key)
+                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            if current.status.as_ref() == Some(&status) {
+                return Ok::<_, Error>((vec![], current.clone()));
+            }
+            let mut r = (**current).clone();
+            r.status = Some(status);
+            Ok((vec![Write::Put(r)], current.clone()))
+        })?;
+        Ok(match events.into_iter().next() {
+            Some(e) => (e.resource, false),
+            None => (current, true),
+        })
+    }
+
+    /// Makes the objects of `req.kinds` owned by `req.owner` exactly `req.resources`, keeping
+    /// other managers' fields; see the module docs of [`fields`].
+    pub fn sync(&self, who: &Identity, req: SyncRequest) -> Result<SyncResponse, Error> {
+        let owner = req.owner.clone();
+        if owner.is_empty() {
+            return Err(Error::Invalid("sync: owner: required".into()));
+        }
+        let kinds: HashSet<Kind> = req
+            .kinds
+            .iter()
+            .map(|k| Kind::try_from(*k).unwrap_or(Kind::Unspecified))
+            .collect();
+        if kinds.is_empty() || kinds.contains(&Kind::Unspecified) {
+            return Err(Error::Invalid(
+                "sync: kinds: one or more known kinds are required".into(),
+            ));
+        }
+        for k in &kinds {
+            who.can_write(*k, &owner).map_err(Error::Denied)?;
+        }
+        // Structural checks need no store state: do them before taking the writer lock.
+        let items: Vec<(usize, Result<Key, (Option<Key>, String)>, Resource)> = req
+            .resources
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                let checked = validate::normalize_and_check(&mut r).map_err(|e| (Key::of(&r), e));
+                (i, checked, r)
+            })
+            .collect();
+
+        let (_, resp) = self.store.transact(|state| {
+            let mut resp = SyncResponse::default();
+            let mut writes = Vec::new();
+            // Keys this Sync speaks of: never deleted by it.
+            let mut seen: HashSet<Key> = HashSet::new();
+            let reject = |resp: &mut SyncResponse, i: usize, key: Option<&Key>, reason: String| {
+                resp.rejected.push(Rejected {
+                    key: key.map(Key::to_proto),
+                    index: i as u32,
+                    reason,
+                });
+            };
+            for (i, checked, mut r) in items {
+                let key = match checked {
+                    Ok(k) => k,
+                    Err((key, reason)) => {
+                        if let Some(k) = &key {
+                            seen.insert(k.clone());
+                        }
+                        reject(&mut resp, i, key.as_ref(), reason);
+                        continue;
+                    }
+                };
+                if !kinds.contains(&key.kind) {
+                    let reason = format!("{key}: kind {} is not among this Sync's kinds", kind_name(key.kind));
+                    reject(&mut resp, i, Some(&key), reason);
+                    continue;
+                }
+                if !seen.insert(key.clone()) {
+                    reject(&mut resp, i, Some(&key), format!("{key}: appears more than once in this Sync"));
+                    continue;
+                }
+                let meta = r.metadata.get_or_insert_with(Default::default);
+                if !meta.owner.is_empty() && meta.owner != owner {
+                    let reason = format!("{key}: metadata.owner is {:?}, not this Sync's owner {owner:?}", meta.owner);
+                    reject(&mut resp, i, Some(&key), reason);
+                    continue;
+                }
+                meta.owner = owner.clone();
+                r.status = None;
+                match state.get(&key) {
+                    None => {
+                        let content = content_of(&r).expect("validated");
+                        let meta = r.metadata.get_or_insert_with(Default::default);
+                        meta.field_managers = fields::update(None, &content.fields(), &owner);
+                        meta.generation = 1;
+                        r.status = Some(pending());
+                        writes.push(Write::Put(r));
+                        resp.created += 1;
+                    }
+                    Some(c) if owner_of(c) != owner => {
+                        let by = match owner_of(c) {
+                            "" => "people (no owner)".to_string(),
+                            o => format!("{o:?}"),
+                        };
+                        reject(&mut resp, i, Some(&key), format!("{key}: already exists and is owned by {by}; it is left alone"));
+                    }
+                    Some(c) if same_content(c, &r) => resp.unchanged += 1,
+                    Some(c) => {
+                        let cur = content_of(c).expect("stored objects have spec and metadata");
+                        let desired = content_of(&r).expect("validated");
+                        let (merged, managers) =
+                            fields::merge_sync(&cur.fields(), &managers_of(c), desired.fields(), &owner);
+                        let merged = match Content::from_fields(key.kind, merged) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                reject(&mut resp, i, Some(&key), format!("{key}: {e}"));
+                                continue;
+                            }
+                        };
+                        if merged == cur && managers == managers_of(c) {
+                            resp.unchanged += 1;
+                            continue;
+                        }
+                        let mut next = (**c).clone();
+                        let meta = next.metadata.get_or_insert_with(Default::default);
+                        if merged.spec != cur.spec {
+                            meta.generation += 1;
+                        }
+                        meta.labels = merged.labels;
+                        meta.annotations = merged.annotations;
+                        meta.field_managers = managers;
+                        next.spec = Some(merged.spec);
+                        writes.push(Write::Put(next));
+                        resp.updated += 1;
+                    }
+                }
+            }
+            for kind in &kinds {
+                for r in state.of_kind(*kind, None) {
+                    if owner_of(r) == owner {
+                        let key = Key::of(r).expect("stored objects have keys");
+                        if !seen.contains(&key) {
+                            writes.push(Write::Delete(key));
+                            resp.deleted += 1;
+                        }
+                    }
+                }
+            }
+            resp.revision = state.revision() + writes.len() as u64;
+            if req.dry_run {
+                resp.revision = state.revision();
+                writes.clear();
+            }
+            Ok::<_, Error>((writes, resp))
+        })?;
+        Ok(resp)
+    }
+}
+
+/// Counts of stored objects by kind, for metrics.
+pub fn count_by_kind(store: &Store) -> HashMap<Kind, usize> {
+    let state = store.read();
+    let mut out = HashMap::new();
+    for r in state.all() {
+        if let Some(k) = crate::resource::kind_of(r) {
+            *out.entry(k).or_insert(0) += 1;
+        }
+    }
+    out
+}
