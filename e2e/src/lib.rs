@@ -1,1 +1,247 @@
+//! Test harness: starts the project's real binaries as child processes on 127.0.0.1 and gives
+//! tests clients for them. Binaries are taken from the Cargo target dir of the running test
+//! (`cargo test --workspace` builds them first).
 #![forbid(unsafe_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub use discovery_runtime::client::{Client, ConnectOptions};
+
+pub const ADMIN_TOKEN: &str = "admin-token";
+pub const EDITOR_TOKEN: &str = "editor-token";
+pub const VIEWER_TOKEN: &str = "viewer-token";
+pub const DISCOVERY_TOKEN: &str = "discovery-token";
+pub const DISCOVERY_OWNER: &str = "discovery-test";
+
+pub const REPORTER_TOKEN: &str = "reporter-token";
+
+const TOKENS: &str = r#"tokens:
+  - {name: admin, token: admin-token, role: admin}
+  - {name: alice, token: editor-token, role: editor}
+  - {name: viewer, token: viewer-token, role: viewer}
+  - {name: discovery-test, token: discovery-token, role: discovery, kinds: [Upstream, Endpoints, Function]}
+  - {name: reporter, token: reporter-token, role: reporter}
+"#;
+
+/// The path of one of the workspace's binaries, next to the running test's target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo test --workspace builds every binary)",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1 (released before use; collisions are unlikely but possible).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// A gloo-core process with its own data dir, tokens file and ports.
+pub struct Core {
+    pub dir: tempfile::TempDir,
+    pub storage: SocketAddr,
+    pub admin: SocketAddr,
+    pub xds: SocketAddr,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Core {
+    pub fn start() -> Core {
+        Core::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> Core {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tokens.yaml"), TOKENS).expect("writing tokens");
+        let mut core = Core {
+            dir,
+            storage: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            xds: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        core.spawn();
+        core
+    }
+
+    pub fn tokens_file(&self) -> PathBuf {
+        self.dir.path().join("tokens.yaml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.storage)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gloo-core.log"))
+            .expect("log file");
+        let child = Command::new(bin("gloo-core"))
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--tokens-file")
+            .arg(self.tokens_file())
+            .arg("--storage-listen")
+            .arg(self.storage.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .arg("--xds-listen")
+            .arg(self.xds.to_string())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting gloo-core");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until /readyz answers 200.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("gloo-core exited with {status}; log:\n{}", self.log());
+            }
+            if http_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("gloo-core not ready after 30 s; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gloo-core.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn options(&self, token: &str) -> ConnectOptions {
+        ConnectOptions {
+            server: self.url(),
+            token: token.into(),
+            ..Default::default()
+        }
+    }
+
+    pub async fn client(&self, token: &str) -> Client {
+        self.options(token).connect().await.expect("connecting to gloo-core")
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: (status, body), or None when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Builders for the resources tests write.
+pub mod fixtures {
+    use proto::v1::{
+        resource::Spec, static_upstream::Host, upstream_spec::UpstreamType, Kind, Metadata,
+        ObjectKey, Resource, StaticUpstream, UpstreamSpec,
+    };
+
+    pub fn meta(ns: &str, name: &str) -> Metadata {
+        Metadata {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn static_upstream(ns: &str, name: &str, port: u32) -> Resource {
+        Resource {
+            metadata: Some(meta(ns, name)),
+            status: None,
+            spec: Some(Spec::Upstream(UpstreamSpec {
+                upstream_type: Some(UpstreamType::Static(StaticUpstream {
+                    hosts: vec![Host {
+                        addr: "127.0.0.1".into(),
+                        port,
+                        sni: String::new(),
+                    }],
+                })),
+                ..Default::default()
+            })),
+        }
+    }
+
+    pub fn key(kind: Kind, ns: &str, name: &str) -> Option<ObjectKey> {
+        Some(ObjectKey {
+            kind: kind as i32,
+            namespace: ns.into(),
+            name: name.into(),
+        })
+    }
+
+    pub fn port_of(r: &Resource) -> u32 {
+        match &r.spec {
+            Some(Spec::Upstream(UpstreamSpec {
+                upstream_type: Some(UpstreamType::Static(s)),
+                ..
+            })) => s.hosts[0].port,
+            _ => panic!("not a static upstream: {r:?}"),
+        }
+    }
+}
