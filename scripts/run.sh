@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the gloo control plane locally from a release build.
 #   GLOO_DATA_DIR     (default: <repo>/.data)
-#   GLOO_TOKENS_FILE  (default: <repo>/deploy/local/tokens.yaml)
+#   GLOO_TOKENS_FILE  (default: <data dir>/tokens.yaml, created on first run with
+#                     one admin token kept in <data dir>/admin.token, mode 0600)
 #   CARGO_TARGET_DIR  honoured; extra arguments are passed to gloo-core.
 set -euo pipefail
 
@@ -26,8 +27,19 @@ GLOO_CORE="$TARGET_DIR/release/gloo-core"
 [[ -x $GLOO_CORE ]] || { echo "run.sh: no binary at $GLOO_CORE" >&2; exit 1; }
 
 DATA_DIR="${GLOO_DATA_DIR:-$REPO/.data}"
-TOKENS_FILE="${GLOO_TOKENS_FILE:-$REPO/deploy/local/tokens.yaml}"
 mkdir -p "$DATA_DIR"
+TOKENS_FILE="${GLOO_TOKENS_FILE:-$DATA_DIR/tokens.yaml}"
+if [[ -z ${GLOO_TOKENS_FILE:-} && ! -f $TOKENS_FILE ]]; then
+    # First local run: one admin token, random, readable only by this user. The tokens file
+    # keeps only its SHA-256, so the token itself lives in admin.token alone.
+    umask 077
+    token="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    printf '%s\n' "$token" > "$DATA_DIR/admin.token"
+    digest="$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)"
+    printf 'tokens:\n  - name: admin\n    tokenSha256: "%s"\n    role: admin\n' "$digest" > "$TOKENS_FILE"
+    echo "run.sh: created $TOKENS_FILE; the admin token is in $DATA_DIR/admin.token" >&2
+    echo "run.sh:   export GLOO_TOKEN=\$(cat $DATA_DIR/admin.token)   # for glooctl" >&2
+fi
 
 # Envoy from the project venv, for gloo-core and for the section below.
 export PATH="$REPO/.venv/bin:$PATH"

@@ -125,7 +125,11 @@ impl Core {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("gloo-core exited with {status}; log:\n{}", self.log());
             }
             if http_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
@@ -172,7 +176,10 @@ impl Core {
     }
 
     pub async fn client(&self, token: &str) -> Client {
-        self.options(token).connect().await.expect("connecting to gloo-core")
+        self.options(token)
+            .connect()
+            .await
+            .expect("connecting to gloo-core")
     }
 }
 

@@ -23,7 +23,12 @@ async fn apply(c: &mut e2e::Client, r: Resource) -> Result<Resource, tonic::Stat
     .map(|r| r.into_inner().resource.unwrap())
 }
 
-async fn get(c: &mut e2e::Client, kind: Kind, ns: &str, name: &str) -> Result<Resource, tonic::Status> {
+async fn get(
+    c: &mut e2e::Client,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> Result<Resource, tonic::Status> {
     c.get(GetRequest {
         key: key(kind, ns, name),
     })
@@ -87,7 +92,12 @@ async fn acknowledged_writes_survive_kill_9() {
         let mut c = opts.connect().await.unwrap();
         let mut acked = Vec::new();
         for i in 0..100_000u32 {
-            match apply(&mut c, static_upstream("default", &format!("u{i}"), 1000 + i % 60000)).await {
+            match apply(
+                &mut c,
+                static_upstream("default", &format!("u{i}"), 1000 + i % 60000),
+            )
+            .await
+            {
                 Ok(r) => acked.push((name(&r).to_string(), rv(&r))),
                 Err(_) => break,
             }
@@ -97,7 +107,11 @@ async fn acknowledged_writes_survive_kill_9() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     core.kill9();
     let acked = writer.await.unwrap();
-    assert!(acked.len() > 10, "the writer got only {} writes in", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the writer got only {} writes in",
+        acked.len()
+    );
 
     core.restart();
     let mut c = core.client(ADMIN_TOKEN).await;
@@ -107,10 +121,16 @@ async fn acknowledged_writes_survive_kill_9() {
         .map(|r| (name(r).to_string(), rv(r)))
         .collect();
     for (n, v) in &acked {
-        assert_eq!(stored.get(n), Some(v), "acknowledged write of {n} lost after kill -9");
+        assert_eq!(
+            stored.get(n),
+            Some(v),
+            "acknowledged write of {n} lost after kill -9"
+        );
     }
     // And the store still takes writes, with revisions after the old ones.
-    let after = apply(&mut c, static_upstream("default", "after-restart", 80)).await.unwrap();
+    let after = apply(&mut c, static_upstream("default", "after-restart", 80))
+        .await
+        .unwrap();
     assert!(rv(&after) > acked.last().unwrap().1);
 }
 
@@ -139,7 +159,9 @@ async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_ord
     let mut core = Core::start();
     let mut c = core.client(ADMIN_TOKEN).await;
     for i in 0..5 {
-        apply(&mut c, static_upstream("default", &format!("pre{i}"), 80)).await.unwrap();
+        apply(&mut c, static_upstream("default", &format!("pre{i}"), 80))
+            .await
+            .unwrap();
     }
     // A fresh watch: the current objects, then a bookmark at the current revision.
     let mut w = c
@@ -156,7 +178,9 @@ async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_ord
     assert_eq!(bookmark.r#type, Type::Bookmark as i32);
     assert_eq!(bookmark.revision, 5);
 
-    apply(&mut c, static_upstream("default", "a", 80)).await.unwrap();
+    apply(&mut c, static_upstream("default", "a", 80))
+        .await
+        .unwrap();
     let seen = object_events(&mut w, 1).await;
     let mut last = seen[0].revision;
     drop(w); // disconnect
@@ -164,10 +188,14 @@ async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_ord
     // Changes while nobody watches: creates, an update, a delete, and another kind.
     let mut expected = Vec::new();
     for i in 0..20 {
-        let r = apply(&mut c, static_upstream("default", &format!("b{i}"), 80)).await.unwrap();
+        let r = apply(&mut c, static_upstream("default", &format!("b{i}"), 80))
+            .await
+            .unwrap();
         expected.push((Type::Added as i32, name(&r).to_string(), rv(&r)));
     }
-    let r = apply(&mut c, static_upstream("default", "b3", 81)).await.unwrap();
+    let r = apply(&mut c, static_upstream("default", "b3", 81))
+        .await
+        .unwrap();
     expected.push((Type::Modified as i32, "b3".into(), rv(&r)));
     let d = c
         .delete(DeleteRequest {
@@ -192,23 +220,38 @@ async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_ord
     let got: Vec<_> = object_events(&mut w, expected.len())
         .await
         .into_iter()
-        .map(|e| (e.r#type, name(e.resource.as_ref().unwrap()).to_string(), e.revision))
+        .map(|e| {
+            (
+                e.r#type,
+                name(e.resource.as_ref().unwrap()).to_string(),
+                e.revision,
+            )
+        })
         .collect();
     assert_eq!(got, expected);
     last = got.last().unwrap().2;
     // Nothing more: the next message is a bookmark past the unwatched Secret's revision.
     let b = next_event(&mut w).await;
-    assert_eq!(b.r#type, Type::Bookmark as i32, "unexpected extra event {b:?}");
+    assert_eq!(
+        b.r#type,
+        Type::Bookmark as i32,
+        "unexpected extra event {b:?}"
+    );
     assert_eq!(b.revision, last + 1);
     drop(w);
 
     // Across a crash of gloo-core: resume from the bookmark, see only what came after.
     core.restart();
     let mut c = core.client(ADMIN_TOKEN).await;
-    let r = apply(&mut c, static_upstream("default", "after-crash", 80)).await.unwrap();
+    let r = apply(&mut c, static_upstream("default", "after-crash", 80))
+        .await
+        .unwrap();
     let mut w = c.watch(resume(b.revision)).await.unwrap().into_inner();
     let ev = object_events(&mut w, 1).await.remove(0);
-    assert_eq!((name(ev.resource.as_ref().unwrap()), ev.revision), ("after-crash", rv(&r)));
+    assert_eq!(
+        (name(ev.resource.as_ref().unwrap()), ev.revision),
+        ("after-crash", rv(&r))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +261,9 @@ async fn sync_rules() {
     let mut admin = core.client(ADMIN_TOKEN).await;
 
     // Someone else's object with a name discovery would also like to use.
-    apply(&mut admin, static_upstream("default", "taken", 1)).await.unwrap();
+    apply(&mut admin, static_upstream("default", "taken", 1))
+        .await
+        .unwrap();
 
     let first = sync(
         &mut d,
@@ -236,15 +281,25 @@ async fn sync_rules() {
     // Invalid items are rejected one by one, with reasons, while the rest apply.
     let reasons: Vec<&str> = first.rejected.iter().map(|r| r.reason.as_str()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(reasons[0].contains("taken") && reasons[0].contains("owned by people"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("taken") && reasons[0].contains("owned by people"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].contains("metadata.name"), "{reasons:?}");
-    assert!(reasons[2].contains("spec.static.hosts[0].port"), "{reasons:?}");
+    assert!(
+        reasons[2].contains("spec.static.hosts[0].port"),
+        "{reasons:?}"
+    );
     // Others' objects are never touched.
-    let taken = get(&mut admin, Kind::Upstream, "default", "taken").await.unwrap();
+    let taken = get(&mut admin, Kind::Upstream, "default", "taken")
+        .await
+        .unwrap();
     assert_eq!(port_of(&taken), 1);
     assert_eq!(taken.metadata.as_ref().unwrap().owner, "");
 
-    let one = get(&mut admin, Kind::Upstream, "default", "one").await.unwrap();
+    let one = get(&mut admin, Kind::Upstream, "default", "one")
+        .await
+        .unwrap();
     assert_eq!(one.metadata.as_ref().unwrap().owner, DISCOVERY_OWNER);
 
     // Unchanged objects are not rewritten: same resource_version, no watch event.
@@ -259,18 +314,32 @@ async fn sync_rules() {
         .into_inner();
     let again = sync(
         &mut d,
-        vec![static_upstream("default", "one", 8080), static_upstream("default", "two", 8081)],
+        vec![
+            static_upstream("default", "one", 8080),
+            static_upstream("default", "two", 8081),
+        ],
     )
     .await
     .unwrap();
-    assert_eq!((again.created, again.updated, again.deleted, again.unchanged), (0, 0, 0, 2));
-    let one_again = get(&mut admin, Kind::Upstream, "default", "one").await.unwrap();
+    assert_eq!(
+        (again.created, again.updated, again.deleted, again.unchanged),
+        (0, 0, 0, 2)
+    );
+    let one_again = get(&mut admin, Kind::Upstream, "default", "one")
+        .await
+        .unwrap();
     assert_eq!(rv(&one_again), rv(&one));
     let ev = next_event(&mut w).await;
-    assert_eq!(ev.r#type, Type::Bookmark as i32, "an unchanged Sync wrote {ev:?}");
+    assert_eq!(
+        ev.r#type,
+        Type::Bookmark as i32,
+        "an unchanged Sync wrote {ev:?}"
+    );
 
     // Objects the owner no longer reports are deleted; others' objects stay.
-    let third = sync(&mut d, vec![static_upstream("default", "one", 8080)]).await.unwrap();
+    let third = sync(&mut d, vec![static_upstream("default", "one", 8080)])
+        .await
+        .unwrap();
     assert_eq!((third.deleted, third.unchanged), (1, 1));
     let names: Vec<String> = list(&mut admin, Kind::Upstream)
         .await
@@ -280,9 +349,18 @@ async fn sync_rules() {
     assert_eq!(names, vec!["one", "taken"]);
 
     // An item that is rejected is not deleted either: a bad pass never loses what was found.
-    let bad = sync(&mut d, vec![static_upstream("default", "one", 0)]).await.unwrap();
+    let bad = sync(&mut d, vec![static_upstream("default", "one", 0)])
+        .await
+        .unwrap();
     assert_eq!((bad.deleted, bad.rejected.len()), (0, 1));
-    assert_eq!(port_of(&get(&mut admin, Kind::Upstream, "default", "one").await.unwrap()), 8080);
+    assert_eq!(
+        port_of(
+            &get(&mut admin, Kind::Upstream, "default", "one")
+                .await
+                .unwrap()
+        ),
+        8080
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,10 +368,14 @@ async fn a_person_s_edit_to_a_discovered_upstream_survives_rediscovery() {
     let core = Core::start();
     let mut d = core.client(DISCOVERY_TOKEN).await;
     let mut alice = core.client(EDITOR_TOKEN).await;
-    sync(&mut d, vec![static_upstream("default", "pets", 8080)]).await.unwrap();
+    sync(&mut d, vec![static_upstream("default", "pets", 8080)])
+        .await
+        .unwrap();
 
     // Alice adds a health check and a label to the discovered upstream.
-    let mut edited = get(&mut alice, Kind::Upstream, "default", "pets").await.unwrap();
+    let mut edited = get(&mut alice, Kind::Upstream, "default", "pets")
+        .await
+        .unwrap();
     let m = edited.metadata.as_mut().unwrap();
     m.labels.insert("team".into(), "pets".into());
     let health = HealthCheck {
@@ -310,14 +392,22 @@ async fn a_person_s_edit_to_a_discovered_upstream_survives_rediscovery() {
     assert_eq!(managers["spec.static"], DISCOVERY_OWNER);
 
     // Discovery's next pass: same as before, it knows nothing of health checks. Nothing changes.
-    let same = sync(&mut d, vec![static_upstream("default", "pets", 8080)]).await.unwrap();
+    let same = sync(&mut d, vec![static_upstream("default", "pets", 8080)])
+        .await
+        .unwrap();
     assert_eq!(same.unchanged, 1);
     // The service's port changes: discovery updates its field, alice's edit stays.
-    let moved = sync(&mut d, vec![static_upstream("default", "pets", 9090)]).await.unwrap();
+    let moved = sync(&mut d, vec![static_upstream("default", "pets", 9090)])
+        .await
+        .unwrap();
     assert_eq!(moved.updated, 1);
-    let now = get(&mut alice, Kind::Upstream, "default", "pets").await.unwrap();
+    let now = get(&mut alice, Kind::Upstream, "default", "pets")
+        .await
+        .unwrap();
     assert_eq!(port_of(&now), 9090);
-    let Some(Spec::Upstream(u)) = &now.spec else { unreachable!() };
+    let Some(Spec::Upstream(u)) = &now.spec else {
+        unreachable!()
+    };
     assert_eq!(u.health_checks, vec![health]);
     assert_eq!(now.metadata.as_ref().unwrap().labels["team"], "pets");
     assert_eq!(now.metadata.as_ref().unwrap().owner, DISCOVERY_OWNER);
@@ -328,7 +418,9 @@ async fn auth_denials() {
     let core = Core::start();
     let mut admin = core.client(ADMIN_TOKEN).await;
     apply(&mut admin, secret("aws-creds")).await.unwrap();
-    apply(&mut admin, static_upstream("default", "mine", 80)).await.unwrap();
+    apply(&mut admin, static_upstream("default", "mine", 80))
+        .await
+        .unwrap();
 
     // No token, wrong token.
     let channel = tonic::transport::Endpoint::from_shared(core.url())
@@ -345,7 +437,9 @@ async fn auth_denials() {
 
     // Discovery cannot write objects of another owner, nor Sync as another owner.
     let mut d = core.client(DISCOVERY_TOKEN).await;
-    let e = apply(&mut d, static_upstream("default", "mine", 81)).await.unwrap_err();
+    let e = apply(&mut d, static_upstream("default", "mine", 81))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let e = d
         .sync(SyncRequest {
@@ -364,12 +458,21 @@ async fn auth_denials() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    assert_eq!(port_of(&get(&mut admin, Kind::Upstream, "default", "mine").await.unwrap()), 80);
+    assert_eq!(
+        port_of(
+            &get(&mut admin, Kind::Upstream, "default", "mine")
+                .await
+                .unwrap()
+        ),
+        80
+    );
 
     // Discovery and viewers cannot read Secrets: not by get, list or watch.
     for token in [DISCOVERY_TOKEN, VIEWER_TOKEN] {
         let mut c = core.client(token).await;
-        let e = get(&mut c, Kind::Secret, "default", "aws-creds").await.unwrap_err();
+        let e = get(&mut c, Kind::Secret, "default", "aws-creds")
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         let e = c
             .list(ListRequest {
@@ -388,7 +491,12 @@ async fn auth_denials() {
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         // Listing or watching every kind leaves Secrets out.
-        let all = c.list(ListRequest::default()).await.unwrap().into_inner().items;
+        let all = c
+            .list(ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
         assert!(all.iter().all(|r| !matches!(r.spec, Some(Spec::Secret(_)))));
         let mut w = c.watch(WatchRequest::default()).await.unwrap().into_inner();
         loop {
@@ -400,23 +508,34 @@ async fn auth_denials() {
         }
         // Viewers cannot write at all.
         if token == VIEWER_TOKEN {
-            let e = apply(&mut c, static_upstream("default", "v", 80)).await.unwrap_err();
+            let e = apply(&mut c, static_upstream("default", "v", 80))
+                .await
+                .unwrap_err();
             assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         }
     }
     // The admin reads the secret; its values never reach the log.
-    let s = get(&mut admin, Kind::Secret, "default", "aws-creds").await.unwrap();
+    let s = get(&mut admin, Kind::Secret, "default", "aws-creds")
+        .await
+        .unwrap();
     assert!(format!("{s:?}").contains("redacted"));
     let log = core.log();
-    assert!(!log.contains("wJalrXUtnFEMIK7MDENG") && !log.contains(ADMIN_TOKEN), "{log}");
+    assert!(
+        !log.contains("wJalrXUtnFEMIK7MDENG") && !log.contains(ADMIN_TOKEN),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
     let core = Core::start_with(&["--max-message-bytes", "65536"]);
     let mut c = core.client(EDITOR_TOKEN).await;
-    let v1 = apply(&mut c, static_upstream("default", "pets", 80)).await.unwrap();
-    let v2 = apply(&mut c, static_upstream("default", "pets", 81)).await.unwrap();
+    let v1 = apply(&mut c, static_upstream("default", "pets", 80))
+        .await
+        .unwrap();
+    let v2 = apply(&mut c, static_upstream("default", "pets", 81))
+        .await
+        .unwrap();
 
     // A stale resource_version: ABORTED, naming the current one.
     let e = c
@@ -428,12 +547,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
-    assert!(e.message().contains(&format!("resource_version {}", rv(&v2))), "{e:?}");
+    assert!(
+        e.message()
+            .contains(&format!("resource_version {}", rv(&v2))),
+        "{e:?}"
+    );
 
     // Not a DNS-1123 label.
-    let e = apply(&mut c, static_upstream("default", "Pets.Store", 80)).await.unwrap_err();
+    let e = apply(&mut c, static_upstream("default", "Pets.Store", 80))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("Upstream default/Pets.Store: metadata.name"), "{e:?}");
+    assert!(
+        e.message()
+            .contains("Upstream default/Pets.Store: metadata.name"),
+        "{e:?}"
+    );
 
     // Over the size limit.
     let mut big = static_upstream("default", "big", 80);
@@ -447,16 +576,24 @@ async fn bad_input_is_refused_and_changes_nothing() {
         matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{e:?}"
     );
-    assert!(e.message().contains("65536"), "the error should name the limit: {e:?}");
+    assert!(
+        e.message().contains("65536"),
+        "the error should name the limit: {e:?}"
+    );
 
     // Nothing stored changed, and the server still serves.
-    let now = get(&mut c, Kind::Upstream, "default", "pets").await.unwrap();
+    let now = get(&mut c, Kind::Upstream, "default", "pets")
+        .await
+        .unwrap();
     assert_eq!((port_of(&now), rv(&now)), (81, rv(&v2)));
     assert_eq!(list(&mut c, Kind::Upstream).await.len(), 1);
     assert_eq!(http_get(core.admin, "/healthz").unwrap().0, 200);
     let (code, metrics) = http_get(core.admin, "/metrics").unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("gloo_store_objects{kind=\"Upstream\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("gloo_store_objects{kind=\"Upstream\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,11 @@ impl Admin {
         };
         let r = registry.sub_registry_with_prefix("gloo_store");
         r.register("objects", "Stored objects by kind", gauges.objects.clone());
-        r.register("revision", "The store's current revision", gauges.revision.clone());
+        r.register(
+            "revision",
+            "The store's current revision",
+            gauges.revision.clone(),
+        );
         Admin {
             registry: Arc::new(Mutex::new(registry)),
             store,

@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, env = "GLOO_ADMIN_LISTEN", default_value = "127.0.0.1:9091")]
     pub admin_listen: SocketAddr,
 
-    /// YAML file mapping bearer tokens to identities and rights (see docs/auth.md).
+    /// YAML file mapping bearer tokens to identities and rights (see README, "Tokens and rights").
     #[arg(long, env = "GLOO_TOKENS_FILE")]
     pub tokens_file: PathBuf,
 
@@ -72,7 +72,10 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> ExitCode {
         init_tracing(&self.log);
-        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
             Ok(r) => r,
             Err(e) => {
                 error!(%e, "starting the async runtime");
@@ -112,13 +115,8 @@ impl Args {
         let ready = admin.ready.clone();
 
         let storage = Arc::new(Storage::new(store.clone()));
-        let service = StorageService::new(
-            storage,
-            Arc::new(tokens),
-            api_metrics,
-            shutdown.clone(),
-        )
-        .into_server(self.max_message_bytes);
+        let service = StorageService::new(storage, Arc::new(tokens), api_metrics, shutdown.clone())
+            .into_server(self.max_message_bytes);
 
         let storage_listener = tokio::net::TcpListener::bind(self.storage_listen)
             .await
@@ -129,11 +127,11 @@ impl Args {
 
         let mut builder = tonic::transport::Server::builder();
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-            };
-            let mut tls = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+            );
             if let Some(ca) = &self.tls_client_ca {
                 tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
             }
@@ -144,12 +142,10 @@ impl Args {
             tls = self.tls_cert.is_some(), "listening"
         );
 
-        let grpc = builder
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(storage_listener),
-                shutdown.clone().cancelled_owned(),
-            );
+        let grpc = builder.add_service(service).serve_with_incoming_shutdown(
+            TcpListenerStream::new(storage_listener),
+            shutdown.clone().cancelled_owned(),
+        );
         let admin_server = admin.serve(admin_listener, shutdown.clone());
         ready.store(true, std::sync::atomic::Ordering::Release);
 

@@ -165,9 +165,8 @@ impl Tokens {
             let at = format!("tokens[{i}] ({})", e.name);
             let d = match (&e.token, &e.token_sha256) {
                 (Some(t), None) if !t.is_empty() => digest(t),
-                (None, Some(h)) => parse_hex32(h).ok_or_else(|| {
-                    format!("{at}: tokenSha256 must be 64 hex digits")
-                })?,
+                (None, Some(h)) => parse_hex32(h)
+                    .ok_or_else(|| format!("{at}: tokenSha256 must be 64 hex digits"))?,
                 _ => return Err(format!("{at}: give exactly one of token or tokenSha256")),
             };
             let write_kinds = match (&e.kinds, e.role) {
@@ -269,10 +268,8 @@ tokens:
 
     #[test]
     fn discovery_writes_only_its_own_kinds_and_objects() {
-        let t = Tokens::parse(
-            "tokens: [{name: d, token: x, role: discovery, kinds: [Upstream]}]",
-        )
-        .unwrap();
+        let t = Tokens::parse("tokens: [{name: d, token: x, role: discovery, kinds: [Upstream]}]")
+            .unwrap();
         let d = t.authenticate(Some("Bearer x")).unwrap();
         assert_eq!(d.manager(), "d");
         assert!(d.can_write(Kind::Upstream, "d").is_ok());
@@ -284,9 +281,13 @@ tokens:
 
     #[test]
     fn bad_files_say_what_is_wrong() {
-        let e = Tokens::parse("tokens: [{name: a, role: admin}]").err().unwrap();
+        let e = Tokens::parse("tokens: [{name: a, role: admin}]")
+            .err()
+            .unwrap();
         assert!(e.contains("tokens[0] (a)"), "{e}");
-        let e = Tokens::parse("tokens: [{name: a, token: x, role: root}]").err().unwrap();
+        let e = Tokens::parse("tokens: [{name: a, token: x, role: root}]")
+            .err()
+            .unwrap();
         assert!(e.contains("role"), "{e}");
         let e = Tokens::parse("tokens: [{name: a, token: x, role: editor, kinds: [Pod]}]")
             .err()

@@ -42,8 +42,16 @@ impl ApiMetrics {
             watchers: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("gloo_storage");
-        r.register("calls", "Storage API writes by method and result code", m.calls.clone());
-        r.register("denied", "Calls refused before reaching the store", m.denied.clone());
+        r.register(
+            "calls",
+            "Storage API writes by method and result code",
+            m.calls.clone(),
+        );
+        r.register(
+            "denied",
+            "Calls refused before reaching the store",
+            m.denied.clone(),
+        );
         r.register(
             "call_duration_seconds",
             "Time spent in the store per write",

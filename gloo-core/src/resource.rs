@@ -50,7 +50,13 @@ impl Key {
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", kind_name(self.kind), self.namespace, self.name)
+        write!(
+            f,
+            "{} {}/{}",
+            kind_name(self.kind),
+            self.namespace,
+            self.name
+        )
     }
 }
 
@@ -126,10 +132,7 @@ pub fn check_dns_label(value: &str) -> Result<(), String> {
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if !value.chars().all(ok_char)
-        || !value.starts_with(alnum)
-        || !value.ends_with(alnum)
-    {
+    if !value.chars().all(ok_char) || !value.starts_with(alnum) || !value.ends_with(alnum) {
         return Err(format!(
             "{value:?} is not a valid DNS-1123 label (lower-case letters, digits and '-', \
              starting and ending with a letter or digit)"

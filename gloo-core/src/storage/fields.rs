@@ -170,9 +170,17 @@ mod tests {
         assert_eq!(m1["spec.static"], "discovery-k8s");
         // Discovery finds the port changed; it knows nothing of the health check.
         let rediscovered = upstream(9090, false, &[("app", "pets")]);
-        let (fields, m2) = merge_sync(&edited.fields(), &m1, rediscovered.fields(), "discovery-k8s");
+        let (fields, m2) = merge_sync(
+            &edited.fields(),
+            &m1,
+            rediscovered.fields(),
+            "discovery-k8s",
+        );
         let merged = Content::from_fields(Kind::Upstream, fields).unwrap();
-        assert_eq!(merged, upstream(9090, true, &[("app", "pets"), ("team", "a")]));
+        assert_eq!(
+            merged,
+            upstream(9090, true, &[("app", "pets"), ("team", "a")])
+        );
         assert_eq!(m2["spec.healthChecks"], "alice");
         assert_eq!(m2["labels.team"], "alice");
     }
@@ -181,7 +189,12 @@ mod tests {
     fn the_owner_s_dropped_field_goes_away() {
         let first = upstream(8080, true, &[("app", "pets")]);
         let m0 = update(None, &first.fields(), "d");
-        let (fields, m1) = merge_sync(&first.fields(), &m0, upstream(8080, false, &[]).fields(), "d");
+        let (fields, m1) = merge_sync(
+            &first.fields(),
+            &m0,
+            upstream(8080, false, &[]).fields(),
+            "d",
+        );
         assert_eq!(
             Content::from_fields(Kind::Upstream, fields).unwrap(),
             upstream(8080, false, &[])

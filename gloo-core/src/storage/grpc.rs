@@ -111,7 +111,12 @@ impl storage_server::Storage for StorageService {
         let kind = match Kind::try_from(req.kind) {
             Ok(Kind::Unspecified) => None,
             Ok(k) => Some(k),
-            Err(_) => return Err(Status::invalid_argument(format!("kind: unknown kind {}", req.kind))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "kind: unknown kind {}",
+                    req.kind
+                )))
+            }
         };
         let selector = LabelSelector::parse(&req.label_selector)
             .map_err(|e| Status::invalid_argument(format!("labelSelector: {e}")))?;
@@ -155,7 +160,11 @@ impl storage_server::Storage for StorageService {
         };
         if !out.unchanged && !req.dry_run {
             if let Some(key) = Key::of(&out.resource) {
-                let revision = out.resource.metadata.as_ref().map_or(0, |m| m.resource_version);
+                let revision = out
+                    .resource
+                    .metadata
+                    .as_ref()
+                    .map_or(0, |m| m.resource_version);
                 info!(caller = %who.name, object = %key, revision, created = out.created, "applied");
             }
         }
@@ -167,13 +176,18 @@ impl storage_server::Storage for StorageService {
     }
 
     #[instrument(skip_all)]
-    async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
         let who = self.authenticate(&req)?;
         let req = req.into_inner();
         let key = key_from(req.key)?;
         let (who2, key2) = (who.clone(), key.clone());
         let r = self
-            .blocking("delete", move |s| s.delete(&who2, &key2, req.expected_resource_version))
+            .blocking("delete", move |s| {
+                s.delete(&who2, &key2, req.expected_resource_version)
+            })
             .await?;
         info!(caller = %who.name, object = %key, "deleted");
         Ok(Response::new(DeleteResponse {
@@ -236,7 +250,9 @@ impl storage_server::Storage for StorageService {
             .ok_or_else(|| Status::invalid_argument("status: required"))?;
         let who2 = who.clone();
         let (r, unchanged) = self
-            .blocking("update_status", move |s| s.update_status(&who2, &key, status))
+            .blocking("update_status", move |s| {
+                s.update_status(&who2, &key, status)
+            })
             .await?;
         Ok(Response::new(UpdateStatusResponse {
             resource: Some((*redact_for(&who, r)).clone()),

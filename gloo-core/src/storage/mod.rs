@@ -227,9 +227,11 @@ impl Storage {
                 };
             }
             if let Some(c) = current {
-                who.can_write(key.kind, owner_of(c)).map_err(Error::Denied)?;
+                who.can_write(key.kind, owner_of(c))
+                    .map_err(Error::Denied)?;
             }
-            who.can_write(key.kind, &meta.owner).map_err(Error::Denied)?;
+            who.can_write(key.kind, &meta.owner)
+                .map_err(Error::Denied)?;
 
             if let Some(c) = current {
                 if same_content(c, &r) && owner_of(c) == owner_of(&r) {
@@ -257,7 +259,11 @@ impl Storage {
                 }
             };
             meta.resource_version = current.map_or(0, |c| rv(c));
-            r.status = Some(current.and_then(|c| c.status.clone()).unwrap_or_else(pending));
+            r.status = Some(
+                current
+                    .and_then(|c| c.status.clone())
+                    .unwrap_or_else(pending),
+            );
             let created = current.is_none();
             if opts.dry_run {
                 return Ok((vec![], (Arc::new(r), created, false)));
@@ -265,10 +271,7 @@ impl Storage {
             Ok((vec![Write::Put(r.clone())], (Arc::new(r), created, false)))
         })?;
         let (resource, created, unchanged) = outcome;
-        let resource = events
-            .into_iter()
-            .next()
-            .map_or(resource, |e| e.resource);
+        let resource = events.into_iter().next().map_or(resource, |e| e.resource);
         Ok(ApplyOutcome {
             resource,
             created,
@@ -283,9 +286,7 @@ impl Storage {
         expected_resource_version: u64,
     ) -> Result<Arc<Resource>, Error> {
         let (events, ()) = self.store.transact(|state| {
-            let current = state
-                .get(key)
-                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            let current = state.get(key).ok_or_else(|| Error::NotFound(key.clone()))?;
             who.can_write(key.kind, owner_of(current))
                 .map_err(Error::Denied)?;
             if expected_resource_version != 0 && rv(current) != expected_resource_version {
@@ -314,9 +315,7 @@ impl Storage {
             return Err(Error::Denied(format!("{} may not set statuses", who.name)));
         }
         let (events, current) = self.store.transact(|state| {
-            let current = state
-                .get(key)
-                .ok_or_else(|| Error::NotFound(key.clone()))?;
+            let current = state.get(key).ok_or_else(|| Error::NotFound(key.clone()))?;
             if current.status.as_ref() == Some(&status) {
                 return Ok::<_, Error>((vec![], current.clone()));
             }
@@ -385,17 +384,28 @@ impl Storage {
                     }
                 };
                 if !kinds.contains(&key.kind) {
-                    let reason = format!("{key}: kind {} is not among this Sync's kinds", kind_name(key.kind));
+                    let reason = format!(
+                        "{key}: kind {} is not among this Sync's kinds",
+                        kind_name(key.kind)
+                    );
                     reject(&mut resp, i, Some(&key), reason);
                     continue;
                 }
                 if !seen.insert(key.clone()) {
-                    reject(&mut resp, i, Some(&key), format!("{key}: appears more than once in this Sync"));
+                    reject(
+                        &mut resp,
+                        i,
+                        Some(&key),
+                        format!("{key}: appears more than once in this Sync"),
+                    );
                     continue;
                 }
                 let meta = r.metadata.get_or_insert_with(Default::default);
                 if !meta.owner.is_empty() && meta.owner != owner {
-                    let reason = format!("{key}: metadata.owner is {:?}, not this Sync's owner {owner:?}", meta.owner);
+                    let reason = format!(
+                        "{key}: metadata.owner is {:?}, not this Sync's owner {owner:?}",
+                        meta.owner
+                    );
                     reject(&mut resp, i, Some(&key), reason);
                     continue;
                 }
@@ -416,14 +426,23 @@ impl Storage {
                             "" => "people (no owner)".to_string(),
                             o => format!("{o:?}"),
                         };
-                        reject(&mut resp, i, Some(&key), format!("{key}: already exists and is owned by {by}; it is left alone"));
+                        reject(
+                            &mut resp,
+                            i,
+                            Some(&key),
+                            format!("{key}: already exists and is owned by {by}; it is left alone"),
+                        );
                     }
                     Some(c) if same_content(c, &r) => resp.unchanged += 1,
                     Some(c) => {
                         let cur = content_of(c).expect("stored objects have spec and metadata");
                         let desired = content_of(&r).expect("validated");
-                        let (merged, managers) =
-                            fields::merge_sync(&cur.fields(), &managers_of(c), desired.fields(), &owner);
+                        let (merged, managers) = fields::merge_sync(
+                            &cur.fields(),
+                            &managers_of(c),
+                            desired.fields(),
+                            &owner,
+                        );
                         let merged = match Content::from_fields(key.kind, merged) {
                             Ok(m) => m,
                             Err(e) => {

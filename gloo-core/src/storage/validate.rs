@@ -94,12 +94,16 @@ fn check_spec(spec: &Spec) -> Check {
                 }
                 Some(Function::Gcf(g)) => required("spec.gcf.url", &g.url),
                 Some(Function::Rest(r)) => {
-                    const METHODS: [&str; 8] =
-                        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+                    const METHODS: [&str; 8] = [
+                        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
+                    ];
                     if !METHODS.contains(&r.method.as_str()) {
                         return bad(
                             "spec.rest.method",
-                            format!("{:?} is not an HTTP method (upper case, e.g. GET)", r.method),
+                            format!(
+                                "{:?} is not an HTTP method (upper case, e.g. GET)",
+                                r.method
+                            ),
                         );
                     }
                     if !r.path_template.starts_with('/') {
@@ -122,7 +126,10 @@ fn check_spec(spec: &Spec) -> Check {
                 let at = format!("spec.routes[{i}]");
                 match &r.action {
                     None => {
-                        return bad(at, "an action is required (routeAction, redirect or directResponse)")
+                        return bad(
+                            at,
+                            "an action is required (routeAction, redirect or directResponse)",
+                        )
                     }
                     Some(Action::RouteAction(a)) => match &a.destination {
                         None => {
@@ -217,7 +224,10 @@ mod tests {
             "Upstream default/pets: spec.static.hosts[0].port: 0 is not a port (1-65535)"
         );
         let e = normalize_and_check(&mut upstream("Pets_1", 80)).unwrap_err();
-        assert!(e.starts_with("Upstream default/Pets_1: metadata.name:"), "{e}");
+        assert!(
+            e.starts_with("Upstream default/Pets_1: metadata.name:"),
+            "{e}"
+        );
         let mut ok = upstream("pets", 80);
         let key = normalize_and_check(&mut ok).unwrap();
         assert_eq!(key.encode(), "Upstream/default/pets");

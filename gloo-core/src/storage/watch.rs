@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{redact_for, Error};
 use crate::{
     auth::Identity,
-    resource::{kind_of, kind_name, KINDS},
+    resource::{kind_name, kind_of, KINDS},
     store::{Event, EventType, Store},
 };
 
@@ -29,9 +29,10 @@ struct Filter {
 impl Filter {
     fn matches(&self, r: &Resource) -> bool {
         kind_of(r).is_some_and(|k| self.kinds.contains(&k))
-            && self.namespace.as_deref().is_none_or(|ns| {
-                r.metadata.as_ref().is_some_and(|m| m.namespace == ns)
-            })
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| r.metadata.as_ref().is_some_and(|m| m.namespace == ns))
     }
 }
 

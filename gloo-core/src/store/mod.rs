@@ -208,7 +208,10 @@ fn to_events(state: &State, writes: Vec<Write>) -> Vec<Event> {
             },
         };
         revision += 1;
-        resource.metadata.get_or_insert_with(Default::default).resource_version = revision;
+        resource
+            .metadata
+            .get_or_insert_with(Default::default)
+            .resource_version = revision;
         events.push(Event {
             revision,
             kind,
@@ -253,13 +256,19 @@ pub(crate) mod tests {
             let store = open(dir.path());
             let ev = put(
                 &store,
-                vec![Write::Put(upstream("a", "x")), Write::Put(upstream("a", "y"))],
+                vec![
+                    Write::Put(upstream("a", "x")),
+                    Write::Put(upstream("a", "y")),
+                ],
             );
             assert_eq!(
                 ev.iter().map(|e| e.revision).collect::<Vec<_>>(),
                 vec![1, 2]
             );
-            put(&store, vec![Write::Delete(Key::new(Kind::Upstream, "a", "x"))]);
+            put(
+                &store,
+                vec![Write::Delete(Key::new(Kind::Upstream, "a", "x"))],
+            );
             assert_eq!(store.revision(), 3);
         }
         let store = open(dir.path());
