@@ -5,7 +5,10 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/gloo/v1/resources.proto", "proto/gloo/v1/storage.proto"];
+const PROTOS: &[&str] = &[
+    "proto/gloo/v1/resources.proto",
+    "proto/gloo/v1/storage.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

@@ -95,14 +95,14 @@ impl ConnectOptions {
 
     /// Connects now; fails if the server cannot be reached.
     pub async fn connect(&self) -> Result<Client, ConnectError> {
-        let channel = self
-            .endpoint()?
-            .connect()
-            .await
-            .map_err(|source| ConnectError::Transport {
-                server: self.server.clone(),
-                source,
-            })?;
+        let channel =
+            self.endpoint()?
+                .connect()
+                .await
+                .map_err(|source| ConnectError::Transport {
+                    server: self.server.clone(),
+                    source,
+                })?;
         self.client(channel)
     }
 

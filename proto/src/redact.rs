@@ -15,8 +15,14 @@ fn redacted(s: &str) -> &'static str {
 impl fmt::Debug for TlsSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsSecret")
-            .field("cert_chain", &format_args!("{}", redacted(&self.cert_chain)))
-            .field("private_key", &format_args!("{}", redacted(&self.private_key)))
+            .field(
+                "cert_chain",
+                &format_args!("{}", redacted(&self.cert_chain)),
+            )
+            .field(
+                "private_key",
+                &format_args!("{}", redacted(&self.private_key)),
+            )
             .field("root_ca", &format_args!("{}", redacted(&self.root_ca)))
             .finish()
     }
@@ -25,12 +31,18 @@ impl fmt::Debug for TlsSecret {
 impl fmt::Debug for AwsSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AwsSecret")
-            .field("access_key_id", &format_args!("{}", redacted(&self.access_key_id)))
+            .field(
+                "access_key_id",
+                &format_args!("{}", redacted(&self.access_key_id)),
+            )
             .field(
                 "secret_access_key",
                 &format_args!("{}", redacted(&self.secret_access_key)),
             )
-            .field("session_token", &format_args!("{}", redacted(&self.session_token)))
+            .field(
+                "session_token",
+                &format_args!("{}", redacted(&self.session_token)),
+            )
             .finish()
     }
 }
@@ -67,11 +79,17 @@ mod tests {
             session_token: String::new(),
         };
         let shown = format!("{s:?}");
-        assert!(!shown.contains("AKIDEXAMPLE") && !shown.contains("wJalrXUtnFEMI"), "{shown}");
+        assert!(
+            !shown.contains("AKIDEXAMPLE") && !shown.contains("wJalrXUtnFEMI"),
+            "{shown}"
+        );
         let o = OpaqueSecret {
             data: [("password".to_string(), "hunter2".to_string())].into(),
         };
         let shown = format!("{o:?}");
-        assert!(shown.contains("password") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("password") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }
