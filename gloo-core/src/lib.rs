@@ -14,3 +14,5 @@ pub mod metrics;
 pub mod resource;
 pub mod storage;
 pub mod store;
+pub mod translate;
+pub mod xds;

@@ -1,0 +1,184 @@
+//! Steps 4 and 5: each Gateway becomes one Envoy listener whose HTTP connection manager takes
+//! its routes from RDS (never inline, so a route edit never drains the listener), with the HTTP
+//! filters the plugins ask for, router last; and one RouteConfiguration holding a virtual host
+//! per VirtualService it serves.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use envoy_types::pb::envoy::{
+    config::{
+        core::v3::{address, socket_address, Address, SocketAddress},
+        listener::v3::{filter, Filter, FilterChain, Listener},
+        route::v3::{Route as EnvoyRoute, RouteConfiguration},
+    },
+    extensions::filters::{
+        http::router::v3::Router,
+        network::http_connection_manager::v3::{
+            http_connection_manager::{CodecType, RouteSpecifier},
+            http_filter, HttpConnectionManager, HttpFilter, Rds,
+        },
+    },
+};
+use proto::v1::{resource::Spec, GatewaySpec, Kind};
+
+use super::{
+    names,
+    plugins::{Plugin, Stage},
+    routes::VirtualHostOut,
+    upstreams::{ads, any},
+    Context, Reporter,
+};
+use crate::{resource::Key, xds::XdsResource};
+
+/// The VirtualServices a gateway serves, in key order.
+fn served<'v>(
+    gw_key: &Key,
+    gw: &GatewaySpec,
+    vhosts: &'v [VirtualHostOut],
+    reporter: &mut Reporter,
+) -> Vec<&'v VirtualHostOut> {
+    if gw.virtual_services.is_empty() {
+        return vhosts.iter().collect();
+    }
+    let mut out = Vec::new();
+    for r in &gw.virtual_services {
+        let ns = if r.namespace.is_empty() { &gw_key.namespace } else { &r.namespace };
+        match vhosts.iter().find(|v| v.key.namespace == *ns && v.key.name == r.name) {
+            Some(v) => out.push(v),
+            None => reporter.warn(
+                gw_key,
+                format!("virtual service {ns}/{} not found or not Accepted", r.name),
+            ),
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+fn http_filters(plugins: &[Box<dyn Plugin>], routes: &[&EnvoyRoute]) -> Vec<HttpFilter> {
+    let mut staged: Vec<(Stage, usize, HttpFilter)> = Vec::new();
+    for (i, p) in plugins.iter().enumerate() {
+        for (stage, f) in p.http_filters(routes) {
+            staged.push((stage, i, f));
+        }
+    }
+    staged.sort_by_key(|(stage, i, _)| (*stage, *i));
+    let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f).collect();
+    filters.push(HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        ..Default::default()
+    });
+    filters
+}
+
+pub fn translate(
+    ctx: &Context<'_>,
+    plugins: &[Box<dyn Plugin>],
+    vhosts: &[VirtualHostOut],
+    reporter: &mut Reporter,
+) -> (Vec<XdsResource>, Vec<XdsResource>) {
+    let gateways: Vec<(&Key, &GatewaySpec)> = ctx
+        .input
+        .of_kind(Kind::Gateway)
+        .filter_map(|(k, r)| match &r.spec {
+            Some(Spec::Gateway(g)) => Some((k, g)),
+            _ => None,
+        })
+        .collect();
+
+    // Pass 1: address conflicts between gateways, domain conflicts within each gateway.
+    let mut bound: HashMap<(String, u32), &Key> = HashMap::new();
+    let mut rejected_vs: BTreeSet<Key> = BTreeSet::new();
+    let mut usable = Vec::new();
+    for (key, gw) in gateways {
+        let addr = if gw.bind_address.is_empty() { "0.0.0.0" } else { gw.bind_address.as_str() };
+        if gw.tls.is_some() || gw.tcp_upstream.is_some() {
+            reporter.reject(key, "tls and tcpUpstream are not supported by this version yet");
+            continue;
+        }
+        if let Some(other) = bound.get(&(addr.to_string(), gw.bind_port)) {
+            reporter.reject(
+                key,
+                format!(
+                    "bindPort: {addr}:{} is already used by Gateway {}/{}",
+                    gw.bind_port, other.namespace, other.name
+                ),
+            );
+            continue;
+        }
+        bound.insert((addr.to_string(), gw.bind_port), key);
+        let list = served(key, gw, vhosts, reporter);
+        let mut claimed: BTreeMap<&str, &Key> = BTreeMap::new();
+        for v in &list {
+            for d in &v.domains {
+                match claimed.get(d.as_str()) {
+                    Some(owner) if **owner != v.key => {
+                        reporter.reject(
+                            &v.key,
+                            format!(
+                                "domain {d:?} is also served by VirtualService {}/{} on Gateway {}/{}",
+                                owner.namespace, owner.name, key.namespace, key.name
+                            ),
+                        );
+                        rejected_vs.insert(v.key.clone());
+                    }
+                    _ => {
+                        claimed.insert(d, &v.key);
+                    }
+                }
+            }
+        }
+        usable.push((key, gw, addr.to_string(), list));
+    }
+
+    // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
+    let mut listeners = Vec::new();
+    let mut route_configs = Vec::new();
+    for (key, gw, addr, list) in usable {
+        let vhosts: Vec<_> = list
+            .into_iter()
+            .filter(|v| !rejected_vs.contains(&v.key))
+            .map(|v| v.vhost.clone())
+            .collect();
+        let routes: Vec<&EnvoyRoute> = vhosts.iter().flat_map(|v| v.routes.iter()).collect();
+        let listener_name = names::listener(&key.namespace, &key.name);
+        let rc_name = names::route_config(&key.namespace, &key.name);
+        let hcm = HttpConnectionManager {
+            stat_prefix: listener_name.clone(),
+            codec_type: CodecType::Auto as i32,
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                config_source: Some(ads()),
+                route_config_name: rc_name.clone(),
+            })),
+            http_filters: http_filters(plugins, &routes),
+            ..Default::default()
+        };
+        let listener = Listener {
+            name: listener_name.clone(),
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: addr,
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(gw.bind_port)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rc = RouteConfiguration {
+            name: rc_name.clone(),
+            virtual_hosts: vhosts,
+            ..Default::default()
+        };
+        listeners.push(XdsResource::new(listener_name, &listener));
+        route_configs.push(XdsResource::new(rc_name, &rc));
+    }
+    (listeners, route_configs)
+}

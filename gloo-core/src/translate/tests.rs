@@ -1,0 +1,364 @@
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::{cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster},
+    endpoint::v3::ClusterLoadAssignment,
+    route::v3::{
+        route::Action as EA, route_action::ClusterSpecifier, route_match::PathSpecifier,
+        RouteConfiguration,
+    },
+};
+use prost::Message;
+use proto::v1::{
+    matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest,
+    static_upstream::Host, status::State, upstream_spec::UpstreamType, Destination,
+    DirectResponse, EndpointsSpec, FunctionSpec, GatewaySpec, HeaderMatcher, KubeUpstream,
+    Matcher, Metadata, MultiDestination, Resource, ResourceRef, Route, RouteAction,
+    StaticUpstream, UpstreamGroupSpec, UpstreamSpec, VirtualServiceSpec, WeightedDestination,
+};
+
+use super::*;
+use crate::xds;
+
+fn res(name: &str, spec: Spec) -> Resource {
+    Resource {
+        metadata: Some(Metadata {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        status: None,
+        spec: Some(spec),
+    }
+}
+
+fn static_us(name: &str, addr: &str, port: u32) -> Resource {
+    res(
+        name,
+        Spec::Upstream(UpstreamSpec {
+            upstream_type: Some(UpstreamType::Static(StaticUpstream {
+                hosts: vec![Host {
+                    addr: addr.into(),
+                    port,
+                    sni: String::new(),
+                }],
+            })),
+            ..Default::default()
+        }),
+    )
+}
+
+fn dest(upstream: &str) -> Destination {
+    Destination {
+        upstream: Some(ResourceRef {
+            name: upstream.into(),
+            namespace: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn route_to(name: &str, prefix: &str, d: Dest) -> Route {
+    Route {
+        name: name.into(),
+        matchers: vec![Matcher {
+            path: Some(Path::Prefix(prefix.into())),
+            ..Default::default()
+        }],
+        action: Some(Action::RouteAction(RouteAction {
+            destination: Some(d),
+        })),
+        options: None,
+    }
+}
+
+fn vs(name: &str, domains: &[&str], routes: Vec<Route>) -> Resource {
+    res(
+        name,
+        Spec::VirtualService(VirtualServiceSpec {
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            routes,
+            options: None,
+        }),
+    )
+}
+
+fn gateway(name: &str, port: u32) -> Resource {
+    res(
+        name,
+        Spec::Gateway(GatewaySpec {
+            bind_address: "127.0.0.1".into(),
+            bind_port: port,
+            ..Default::default()
+        }),
+    )
+}
+
+fn input(objects: Vec<Resource>) -> Input {
+    Input {
+        objects: objects
+            .into_iter()
+            .map(|r| (crate::resource::Key::of(&r).unwrap(), Arc::new(r)))
+            .collect(),
+    }
+}
+
+fn report<'a>(t: &'a Translation, kind: Kind, name: &str) -> &'a Report {
+    &t.reports[&crate::resource::Key::new(kind, "default", name)]
+}
+
+fn decode<M: Message + Default>(t: &Translation, url: &str, name: &str) -> M {
+    let r = t
+        .snapshot
+        .of_type(url)
+        .and_then(|m| m.get(name))
+        .unwrap_or_else(|| panic!("{name} not in {url}"));
+    M::decode(r.any.value.as_slice()).unwrap()
+}
+
+#[test]
+fn static_and_kube_upstreams_become_clusters_with_endpoints() {
+    let kube = res(
+        "pets",
+        Spec::Upstream(UpstreamSpec {
+            upstream_type: Some(UpstreamType::Kube(KubeUpstream {
+                service_name: "pets".into(),
+                service_namespace: "default".into(),
+                service_port: 8080,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    );
+    let eps = res(
+        "pets",
+        Spec::Endpoints(EndpointsSpec {
+            upstream: "pets".into(),
+            endpoints: vec![proto::v1::Endpoint {
+                address: "10.0.0.1".into(),
+                port: 8080,
+                ..Default::default()
+            }],
+        }),
+    );
+    let lonely = res(
+        "lonely",
+        Spec::Upstream(UpstreamSpec {
+            upstream_type: Some(UpstreamType::Kube(KubeUpstream {
+                service_name: "lonely".into(),
+                service_port: 80,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+    );
+    let t = translate(&input(vec![
+        static_us("ip", "127.0.0.1", 80),
+        static_us("dns", "example.com", 443),
+        kube,
+        eps,
+        lonely,
+    ]));
+    let ip: Cluster = decode(&t, xds::CLUSTER, "ip_default");
+    assert_eq!(
+        ip.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
+    );
+    let dns: Cluster = decode(&t, xds::CLUSTER, "dns_default");
+    assert_eq!(
+        dns.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
+    );
+    let pets: Cluster = decode(&t, xds::CLUSTER, "pets_default");
+    assert_eq!(
+        pets.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+    );
+    let cla: ClusterLoadAssignment = decode(&t, xds::ENDPOINT, "pets_default");
+    assert_eq!(cla.endpoints[0].lb_endpoints.len(), 1);
+    // An EDS cluster with no Endpoints yet still gets an (empty) assignment.
+    let empty: ClusterLoadAssignment = decode(&t, xds::ENDPOINT, "lonely_default");
+    assert!(empty.endpoints[0].lb_endpoints.is_empty());
+    assert!(t.reports.values().all(|r| r.state == State::Accepted), "{:?}", t.reports);
+}
+
+#[test]
+fn missing_upstream_rejects_only_that_virtual_service() {
+    let t = translate(&input(vec![
+        static_us("good", "127.0.0.1", 80),
+        vs("ok", &["ok.example"], vec![route_to("a", "/", Dest::Single(dest("good")))]),
+        vs("broken", &["broken.example"], vec![route_to("pets", "/pets", Dest::Single(dest("nope")))]),
+        gateway("gw", 8080),
+    ]));
+    let broken = report(&t, Kind::VirtualService, "broken");
+    assert_eq!(broken.state, State::Rejected);
+    assert!(broken.reason.contains("route \"pets\"") && broken.reason.contains("default/nope"), "{broken:?}");
+    assert_eq!(report(&t, Kind::VirtualService, "ok").state, State::Accepted);
+    let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
+    let names: Vec<_> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, vec!["ok_default"]);
+}
+
+#[test]
+fn missing_function_is_a_warning_and_answers_503_until_it_appears() {
+    let mut d = dest("lambda");
+    d.function = "hello".into();
+    let objects = vec![
+        static_us("lambda", "127.0.0.1", 80),
+        vs("fn", &[], vec![route_to("call", "/hello", Dest::Single(d))]),
+        gateway("gw", 8080),
+    ];
+    let t = translate(&input(objects.clone()));
+    let r = report(&t, Kind::VirtualService, "fn");
+    assert_eq!(r.state, State::Warning);
+    assert!(r.reason.contains("function default/hello"), "{r:?}");
+    let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
+    assert!(matches!(
+        rc.virtual_hosts[0].routes[0].action,
+        Some(EA::DirectResponse(ref d)) if d.status == 503
+    ));
+
+    let mut with_fn = objects;
+    with_fn.push(res(
+        "hello",
+        Spec::Function(FunctionSpec {
+            upstream: "lambda".into(),
+            function: None,
+        }),
+    ));
+    let t = translate(&input(with_fn));
+    assert_eq!(report(&t, Kind::VirtualService, "fn").state, State::Accepted);
+}
+
+#[test]
+fn matchers_and_weighted_destinations_translate() {
+    let route = Route {
+        name: "m".into(),
+        matchers: vec![
+            Matcher {
+                path: Some(Path::Exact("/exact".into())),
+                headers: vec![HeaderMatcher {
+                    name: "X-Env".into(),
+                    value: "prod".into(),
+                    ..Default::default()
+                }],
+                methods: vec!["get".into(), "POST".into()],
+                ..Default::default()
+            },
+            Matcher {
+                path: Some(Path::Regex("^/r/[0-9]+$".into())),
+                ..Default::default()
+            },
+        ],
+        action: Some(Action::RouteAction(RouteAction {
+            destination: Some(Dest::Multi(MultiDestination {
+                destinations: vec![
+                    WeightedDestination {
+                        destination: Some(dest("a")),
+                        weight: 3,
+                    },
+                    WeightedDestination {
+                        destination: Some(dest("b")),
+                        weight: 1,
+                    },
+                ],
+            })),
+        })),
+        options: None,
+    };
+    let group = res(
+        "g",
+        Spec::UpstreamGroup(UpstreamGroupSpec {
+            destinations: vec![WeightedDestination {
+                destination: Some(dest("a")),
+                weight: 1,
+            }],
+        }),
+    );
+    let to_group = route_to(
+        "grp",
+        "/g",
+        Dest::UpstreamGroup(ResourceRef {
+            name: "g".into(),
+            namespace: String::new(),
+        }),
+    );
+    let t = translate(&input(vec![
+        static_us("a", "127.0.0.1", 1),
+        static_us("b", "127.0.0.1", 2),
+        group,
+        vs("v", &[], vec![route, to_group]),
+        gateway("gw", 8080),
+    ]));
+    assert_eq!(report(&t, Kind::VirtualService, "v").state, State::Accepted, "{:?}", t.reports);
+    let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
+    let routes = &rc.virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 3, "one Envoy route per matcher");
+    let m0 = routes[0].r#match.as_ref().unwrap();
+    assert_eq!(m0.path_specifier, Some(PathSpecifier::Path("/exact".into())));
+    assert_eq!(m0.headers.len(), 2);
+    assert_eq!(m0.headers[0].name, "x-env");
+    assert_eq!(m0.headers[1].name, ":method");
+    let Some(EA::Route(ra)) = &routes[1].action else { panic!() };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &ra.cluster_specifier else { panic!() };
+    let weights: Vec<_> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(weights, vec![("a_default", 3), ("b_default", 1)]);
+}
+
+#[test]
+fn invalid_regex_and_domain_conflicts_are_rejected() {
+    let bad = Route {
+        name: "bad".into(),
+        matchers: vec![Matcher {
+            path: Some(Path::Regex("([".into())),
+            ..Default::default()
+        }],
+        action: Some(Action::DirectResponse(DirectResponse {
+            status: 200,
+            body: String::new(),
+        })),
+        options: None,
+    };
+    let direct = |n: &str| Route {
+        name: n.into(),
+        matchers: vec![],
+        action: Some(Action::DirectResponse(DirectResponse {
+            status: 200,
+            body: n.into(),
+        })),
+        options: None,
+    };
+    let t = translate(&input(vec![
+        vs("a-first", &["same.example"], vec![direct("a")]),
+        vs("b-second", &["same.example"], vec![direct("b")]),
+        vs("regex", &["r.example"], vec![bad]),
+        gateway("gw", 8080),
+        gateway("gw2", 8080),
+    ]));
+    let r = report(&t, Kind::VirtualService, "regex");
+    assert!(r.state == State::Rejected && r.reason.contains("invalid regex"), "{r:?}");
+    let r = report(&t, Kind::VirtualService, "b-second");
+    assert!(r.state == State::Rejected && r.reason.contains("same.example"), "{r:?}");
+    assert_eq!(report(&t, Kind::VirtualService, "a-first").state, State::Accepted);
+    let r = report(&t, Kind::Gateway, "gw2");
+    assert!(r.state == State::Rejected && r.reason.contains("already used"), "{r:?}");
+}
+
+#[test]
+fn the_same_input_gives_byte_identical_resources() {
+    let objects = vec![
+        static_us("a", "127.0.0.1", 1),
+        vs("v", &[], vec![route_to("r", "/", Dest::Single(dest("a")))]),
+        gateway("gw", 8080),
+    ];
+    let one = translate(&input(objects.clone()));
+    let two = translate(&input(objects));
+    assert_eq!(one.snapshot, two.snapshot);
+    for url in xds::TYPE_ORDER {
+        assert_eq!(one.snapshot.type_version(url), two.snapshot.type_version(url));
+    }
+}

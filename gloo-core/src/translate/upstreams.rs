@@ -1,0 +1,295 @@
+//! Step 1: Upstreams become clusters. `static` upstreams carry their hosts in the cluster
+//! (STATIC for IPs, STRICT_DNS for names); `kube` upstreams use EDS, with one
+//! ClusterLoadAssignment built from their Endpoints objects (empty when there are none yet, so
+//! Envoy never waits on a cluster that warms forever).
+use std::{collections::BTreeMap, net::IpAddr};
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig},
+                Cluster,
+            },
+            core::v3::{
+                address, config_source::ConfigSourceSpecifier, data_source, socket_address,
+                transport_socket, Address, AggregatedConfigSource, ApiVersion, ConfigSource,
+                DataSource, Http2ProtocolOptions, SocketAddress, TransportSocket,
+            },
+            endpoint::v3::{lb_endpoint, ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints},
+        },
+        extensions::{
+            transport_sockets::tls::v3::{
+                common_tls_context::ValidationContextType, CertificateValidationContext,
+                CommonTlsContext, TlsCertificate, UpstreamTlsContext,
+            },
+            upstreams::http::v3::{
+                http_protocol_options::{
+                    explicit_http_config::ProtocolConfig, ExplicitHttpConfig,
+                    UpstreamProtocolOptions,
+                },
+                HttpProtocolOptions,
+            },
+        },
+    },
+    google::protobuf::{Any, Duration},
+};
+use proto::v1::{
+    resource::Spec, secret_spec, upstream_spec::UpstreamType, Endpoint, Kind, UpstreamSpec,
+};
+
+use super::{names, plugins::Plugin, Context, Reporter};
+use crate::xds::XdsResource;
+
+pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+pub fn duration(d: &pbjson_types::Duration) -> Duration {
+    Duration {
+        seconds: d.seconds,
+        nanos: d.nanos,
+    }
+}
+
+pub fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+fn socket(address: &str, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn lb_endpoint(address: &str, port: u32) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+            envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                address: Some(socket(address, port)),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+pub fn load_assignment(cluster: &str, endpoints: &[(String, u32)]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints.iter().map(|(a, p)| lb_endpoint(a, *p)).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub fn inline_body(s: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    }
+}
+
+/// The TLS transport socket for an upstream: SNI, and the CA (and client certificate) from
+/// its Secret.
+fn tls_socket(
+    ctx: &Context<'_>,
+    namespace: &str,
+    spec: &UpstreamSpec,
+    default_sni: &str,
+) -> Result<Option<TransportSocket>, String> {
+    let Some(tls) = &spec.tls else {
+        return Ok(None);
+    };
+    let mut common = CommonTlsContext {
+        alpn_protocols: tls.alpn_protocols.clone(),
+        ..Default::default()
+    };
+    if let Some(r) = tls.secret_ref.as_ref().filter(|r| !r.name.is_empty()) {
+        let ns = if r.namespace.is_empty() { namespace } else { &r.namespace };
+        let secret = ctx
+            .secret(ns, &r.name)
+            .ok_or_else(|| format!("tls.secretRef: Secret {ns}/{} not found", r.name))?;
+        let Some(secret_spec::Kind::Tls(t)) = &secret.kind else {
+            return Err(format!("tls.secretRef: Secret {ns}/{} is not a tls secret", r.name));
+        };
+        if !t.root_ca.is_empty() {
+            common.validation_context_type = Some(ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline_body(&t.root_ca)),
+                    ..Default::default()
+                },
+            ));
+        }
+        if !t.cert_chain.is_empty() && !t.private_key.is_empty() {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(inline_body(&t.cert_chain)),
+                private_key: Some(inline_body(&t.private_key)),
+                ..Default::default()
+            }];
+        }
+    }
+    let sni = if tls.sni.is_empty() { default_sni } else { &tls.sni };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: sni.to_string(),
+        ..Default::default()
+    };
+    Ok(Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    }))
+}
+
+fn http2_options() -> Any {
+    any(&HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..Default::default()
+    })
+}
+
+/// The base cluster of an upstream, before plugins.
+fn cluster(
+    ctx: &Context<'_>,
+    namespace: &str,
+    name: &str,
+    spec: &UpstreamSpec,
+    endpoints: &BTreeMap<(String, String), Vec<(String, u32)>>,
+) -> Result<(Cluster, Option<ClusterLoadAssignment>), String> {
+    let cname = names::cluster(namespace, name);
+    let mut c = Cluster {
+        name: cname.clone(),
+        connect_timeout: Some(
+            spec.connect_timeout
+                .as_ref()
+                .map(duration)
+                .unwrap_or(Duration { seconds: 5, nanos: 0 }),
+        ),
+        ..Default::default()
+    };
+    let mut cla = None;
+    let mut default_sni = String::new();
+    match &spec.upstream_type {
+        Some(UpstreamType::Static(s)) => {
+            let all_ips = s.hosts.iter().all(|h| h.addr.parse::<IpAddr>().is_ok());
+            let kind = if all_ips {
+                DiscoveryType::Static
+            } else {
+                c.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+                DiscoveryType::StrictDns
+            };
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+            let hosts: Vec<(String, u32)> =
+                s.hosts.iter().map(|h| (h.addr.clone(), h.port)).collect();
+            c.load_assignment = Some(load_assignment(&cname, &hosts));
+            if let Some(h) = s.hosts.iter().find(|h| h.addr.parse::<IpAddr>().is_err()) {
+                default_sni = h.addr.clone();
+            }
+            if let Some(h) = s.hosts.iter().find(|h| !h.sni.is_empty()) {
+                default_sni = h.sni.clone();
+            }
+        }
+        Some(UpstreamType::Kube(_)) => {
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            c.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+            let eps = endpoints
+                .get(&(namespace.to_string(), name.to_string()))
+                .cloned()
+                .unwrap_or_default();
+            cla = Some(load_assignment(&cname, &eps));
+        }
+        // Cloud upstreams are shaped entirely by their plugins.
+        Some(UpstreamType::Aws(_)) | Some(UpstreamType::Gcp(_)) => {}
+        None => return Err("spec: one of static, kube, aws or gcp is required".into()),
+    }
+    c.transport_socket = tls_socket(ctx, namespace, spec, &default_sni)?;
+    if spec.use_http2 {
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            http2_options(),
+        );
+    }
+    Ok((c, cla))
+}
+
+/// Clusters and endpoint assignments for every Upstream that translates.
+pub fn translate(
+    ctx: &Context<'_>,
+    plugins: &[Box<dyn Plugin>],
+    reporter: &mut Reporter,
+) -> (Vec<XdsResource>, Vec<XdsResource>) {
+    // Endpoints objects by the upstream they belong to.
+    let mut endpoints: BTreeMap<(String, String), Vec<(String, u32)>> = BTreeMap::new();
+    for (key, r) in ctx.input.of_kind(Kind::Endpoints) {
+        let Some(Spec::Endpoints(e)) = &r.spec else { continue };
+        if ctx.get(Kind::Upstream, &key.namespace, &e.upstream).is_none() {
+            reporter.warn(key, format!("upstream {}/{} not found", key.namespace, e.upstream));
+        }
+        let list = endpoints
+            .entry((key.namespace.clone(), e.upstream.clone()))
+            .or_default();
+        list.extend(
+            e.endpoints
+                .iter()
+                .map(|Endpoint { address, port, .. }| (address.clone(), *port)),
+        );
+    }
+    for list in endpoints.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+
+    let mut clusters = Vec::new();
+    let mut assignments = Vec::new();
+    for (key, r) in ctx.input.of_kind(Kind::Upstream) {
+        let Some(Spec::Upstream(spec)) = &r.spec else { continue };
+        let built = cluster(ctx, &key.namespace, &key.name, spec, &endpoints).and_then(
+            |(mut c, cla)| {
+                for p in plugins {
+                    p.upstream(ctx, &key.namespace, spec, &mut c)
+                        .map_err(|e| format!("{}: {e}", p.name()))?;
+                }
+                Ok((c, cla))
+            },
+        );
+        match built {
+            Ok((c, cla)) => {
+                clusters.push(XdsResource::new(c.name.clone(), &c));
+                if let Some(cla) = cla {
+                    assignments.push(XdsResource::new(cla.cluster_name.clone(), &cla));
+                }
+            }
+            Err(e) => reporter.reject(key, e),
+        }
+    }
+    // Functions must belong to an upstream that exists.
+    for (key, r) in ctx.input.of_kind(Kind::Function) {
+        let Some(Spec::Function(f)) = &r.spec else { continue };
+        if ctx.get(Kind::Upstream, &key.namespace, &f.upstream).is_none() {
+            reporter.warn(key, format!("upstream {}/{} not found", key.namespace, f.upstream));
+        }
+    }
+    (clusters, assignments)
+}
