@@ -3,6 +3,9 @@
 //! (`cargo test --workspace` builds them first).
 #![forbid(unsafe_code)]
 
+pub mod envoy;
+pub mod http;
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
@@ -189,17 +192,9 @@ impl Drop for Core {
     }
 }
 
-/// A minimal HTTP/1.0 GET on loopback: (status, body), or None when nothing answers.
+/// A GET on loopback: (status, body), or None when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
+    http::get(addr, path).map(|r| (r.status, r.body))
 }
 
 /// Builders for the resources tests write.

@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/healthz` (the process is up), `/readyz` (the store is open and the
-//! APIs are listening) and `/metrics` (Prometheus text format).
+//! APIs are listening), `/metrics` (Prometheus text format) and `/config_dump` (what the xDS
+//! server serves to which Envoy node, and its ACK/NACK state).
 use std::{
     net::SocketAddr,
     sync::{
@@ -32,6 +33,8 @@ struct StoreGauges {
 #[derive(Clone)]
 pub struct Admin {
     registry: Arc<Mutex<Registry>>,
+    /// What `/config_dump` shows: what is served to which node and its ACK state.
+    pub config_dump: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
     store: Arc<Store>,
     gauges: Arc<StoreGauges>,
     pub ready: Arc<AtomicBool>,
@@ -52,6 +55,7 @@ impl Admin {
         );
         Admin {
             registry: Arc::new(Mutex::new(registry)),
+            config_dump: None,
             store,
             gauges: Arc::new(gauges),
             ready: Arc::new(AtomicBool::new(false)),
@@ -63,6 +67,7 @@ impl Admin {
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
+            .route("/config_dump", get(config_dump))
             .with_state(self)
     }
 
@@ -87,6 +92,18 @@ async fn readyz(State(admin): State<Admin>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn config_dump(State(admin): State<Admin>) -> impl IntoResponse {
+    match &admin.config_dump {
+        Some(f) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&f()).unwrap_or_default(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no xDS server\n").into_response(),
     }
 }
 

@@ -11,9 +11,12 @@ use tracing::{error, info};
 use crate::{
     admin::Admin,
     auth::Tokens,
+    controller::{Controller, ControllerMetrics},
     metrics::ApiMetrics,
     storage::{grpc::StorageService, Storage},
     store::{redb::RedbBackend, Store},
+    translate,
+    xds::{self, metrics::XdsMetrics, nodes::NodeRegistry},
 };
 
 /// gloo-core: the function gateway's control plane.
@@ -32,7 +35,7 @@ pub struct Args {
     #[arg(long, env = "GLOO_STORAGE_LISTEN", default_value = "127.0.0.1:9980")]
     pub storage_listen: SocketAddr,
 
-    /// Address of the xDS (ADS) server for Envoy. Reserved: the xDS server is not built yet.
+    /// Address of the xDS (ADS) server Envoy connects to (state-of-the-world and delta).
     #[arg(long, env = "GLOO_XDS_LISTEN", default_value = "127.0.0.1:9977")]
     pub xds_listen: SocketAddr,
 
@@ -111,16 +114,40 @@ impl Args {
         let shutdown = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         let api_metrics = ApiMetrics::register(&mut registry);
-        let admin = Admin::new(registry, store.clone());
+        let controller_metrics = ControllerMetrics::register(&mut registry);
+        let (nodes, nacks) = NodeRegistry::new(XdsMetrics::register(&mut registry));
+        let (publisher, cache) = xds::cache::channel();
+        let mut admin = Admin::new(registry, store.clone());
+        admin.config_dump = Some({
+            let (nodes, cache) = (nodes.clone(), cache.clone());
+            Arc::new(move || {
+                serde_json::json!({
+                    "snapshot": cache.versions(),
+                    "nodes": nodes.dump(),
+                })
+            })
+        });
         let ready = admin.ready.clone();
 
-        let storage = Arc::new(Storage::new(store.clone()));
+        let storage = Arc::new(
+            Storage::new(store.clone()).with_validator(Arc::new(translate::validate::validate)),
+        );
+        let controller = Controller {
+            store: store.clone(),
+            storage: storage.clone(),
+            publisher,
+            nacks,
+            metrics: controller_metrics,
+        };
         let service = StorageService::new(storage, Arc::new(tokens), api_metrics, shutdown.clone())
             .into_server(self.max_message_bytes);
 
         let storage_listener = tokio::net::TcpListener::bind(self.storage_listen)
             .await
             .with_context(|| format!("binding the storage API to {}", self.storage_listen))?;
+        let xds_listener = tokio::net::TcpListener::bind(self.xds_listen)
+            .await
+            .with_context(|| format!("binding the xDS server to {}", self.xds_listen))?;
         let admin_listener = tokio::net::TcpListener::bind(self.admin_listen)
             .await
             .with_context(|| format!("binding the admin server to {}", self.admin_listen))?;
@@ -138,7 +165,8 @@ impl Args {
             builder = builder.tls_config(tls).context("configuring TLS")?;
         }
         info!(
-            storage = %storage_listener.local_addr()?, admin = %admin_listener.local_addr()?,
+            storage = %storage_listener.local_addr()?, xds = %xds_listener.local_addr()?,
+            admin = %admin_listener.local_addr()?,
             tls = self.tls_cert.is_some(), "listening"
         );
 
@@ -147,6 +175,8 @@ impl Args {
             shutdown.clone().cancelled_owned(),
         );
         let admin_server = admin.serve(admin_listener, shutdown.clone());
+        let xds_server = xds::server::serve(xds_listener, cache, nodes, shutdown.clone());
+        let controller = tokio::spawn(controller.run(shutdown.clone()));
         ready.store(true, std::sync::atomic::Ordering::Release);
 
         let signals = {
@@ -158,9 +188,11 @@ impl Args {
             }
         };
         tokio::spawn(signals);
-        let (g, a) = tokio::join!(grpc, admin_server);
+        let (g, a, x) = tokio::join!(grpc, admin_server, xds_server);
         g.context("storage API server")?;
         a.context("admin server")?;
+        x.context("xDS server")?;
+        let _ = controller.await;
         info!(revision = store.revision(), "stopped");
         Ok(())
     }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod args;
 pub mod auth;
+pub mod controller;
 pub mod metrics;
 pub mod resource;
 pub mod storage;

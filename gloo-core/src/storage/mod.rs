@@ -72,8 +72,14 @@ pub struct ApplyOutcome {
     pub unchanged: bool,
 }
 
+/// Checks a write against the whole configuration (the translator's validation): the reason
+/// it must be refused, if any.
+pub type Validator =
+    Arc<dyn Fn(&crate::store::State, &[Write]) -> Result<(), String> + Send + Sync>;
+
 pub struct Storage {
     store: Arc<Store>,
+    validator: Option<Validator>,
 }
 
 fn rv(r: &Resource) -> u64 {
@@ -149,7 +155,23 @@ fn check_read(who: &Identity, kind: Kind) -> Result<(), Error> {
 
 impl Storage {
     pub fn new(store: Arc<Store>) -> Self {
-        Storage { store }
+        Storage {
+            store,
+            validator: None,
+        }
+    }
+
+    /// Every Apply and Delete must also pass `validator`, unless written as a draft.
+    pub fn with_validator(mut self, validator: Validator) -> Self {
+        self.validator = Some(validator);
+        self
+    }
+
+    fn validate(&self, state: &crate::store::State, writes: &[Write]) -> Result<(), Error> {
+        match &self.validator {
+            Some(v) => v(state, writes).map_err(Error::Invalid),
+            None => Ok(()),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -265,10 +287,14 @@ impl Storage {
                     .unwrap_or_else(pending),
             );
             let created = current.is_none();
+            let writes = vec![Write::Put(r.clone())];
+            if !opts.draft {
+                self.validate(state, &writes)?;
+            }
             if opts.dry_run {
                 return Ok((vec![], (Arc::new(r), created, false)));
             }
-            Ok((vec![Write::Put(r.clone())], (Arc::new(r), created, false)))
+            Ok((writes, (Arc::new(r), created, false)))
         })?;
         let (resource, created, unchanged) = outcome;
         let resource = events.into_iter().next().map_or(resource, |e| e.resource);
@@ -296,7 +322,9 @@ impl Storage {
                     current: rv(current),
                 });
             }
-            Ok((vec![Write::Delete(key.clone())], ()))
+            let writes = vec![Write::Delete(key.clone())];
+            self.validate(state, &writes)?;
+            Ok((writes, ()))
         })?;
         Ok(events
             .into_iter()
@@ -327,6 +355,36 @@ impl Storage {
             Some(e) => (e.resource, false),
             None => (current, true),
         })
+    }
+
+    /// Sets many statuses in one transaction (the reporter's call). An entry is skipped when
+    /// the object is gone or its generation moved on since the status was computed, or when its
+    /// status is already that. Returns how many were written.
+    pub fn update_statuses(
+        &self,
+        who: &Identity,
+        items: Vec<(Key, u64, Status)>,
+    ) -> Result<usize, Error> {
+        if !who.can_update_status() {
+            return Err(Error::Denied(format!("{} may not set statuses", who.name)));
+        }
+        let (events, ()) = self.store.transact(|state| {
+            let mut writes = Vec::new();
+            for (key, generation, status) in items {
+                let Some(current) = state.get(&key) else {
+                    continue;
+                };
+                let g = current.metadata.as_ref().map_or(0, |m| m.generation);
+                if g != generation || current.status.as_ref() == Some(&status) {
+                    continue;
+                }
+                let mut r = (**current).clone();
+                r.status = Some(status);
+                writes.push(Write::Put(r));
+            }
+            Ok::<_, Error>((writes, ()))
+        })?;
+        Ok(events.len())
     }
 
     /// Makes the objects of `req.kinds` owned by `req.owner` exactly `req.resources`, keeping

@@ -39,6 +39,8 @@ pub struct Event {
     pub revision: u64,
     pub kind: EventType,
     pub resource: Arc<Resource>,
+    /// Only the status changed: nothing the translator reads.
+    pub status_only: bool,
 }
 
 pub enum Write {
@@ -192,18 +194,19 @@ fn to_events(state: &State, writes: Vec<Write>) -> Vec<Event> {
     let mut revision = state.revision;
     let mut events = Vec::with_capacity(writes.len());
     for w in writes {
-        let (kind, mut resource) = match w {
+        let (kind, mut resource, status_only) = match w {
             Write::Put(r) => {
-                let existed = Key::of(&r).is_some_and(|k| state.objects.contains_key(&k));
-                let kind = if existed {
+                let old = Key::of(&r).and_then(|k| state.objects.get(&k));
+                let status_only = old.is_some_and(|o| same_but_status(o, &r));
+                let kind = if old.is_some() {
                     EventType::Modified
                 } else {
                     EventType::Added
                 };
-                (kind, r)
+                (kind, r, status_only)
             }
             Write::Delete(key) => match state.objects.get(&key) {
-                Some(r) => (EventType::Deleted, (**r).clone()),
+                Some(r) => (EventType::Deleted, (**r).clone(), false),
                 None => continue,
             },
         };
@@ -216,9 +219,21 @@ fn to_events(state: &State, writes: Vec<Write>) -> Vec<Event> {
             revision,
             kind,
             resource: Arc::new(resource),
+            status_only,
         });
     }
     events
+}
+
+/// Whether two versions of an object differ only in status (and resource_version).
+fn same_but_status(a: &Resource, b: &Resource) -> bool {
+    let strip = |m: &Option<proto::v1::Metadata>| {
+        m.clone().map(|mut m| {
+            m.resource_version = 0;
+            m
+        })
+    };
+    a.spec == b.spec && strip(&a.metadata) == strip(&b.metadata)
 }
 
 #[cfg(test)]

@@ -70,6 +70,8 @@ fn decode_event(revision: u64, bytes: &[u8]) -> Result<Event, StoreError> {
         revision,
         kind,
         resource: resource.into(),
+        // Only the translator reads this, from live events; a replayed event counts as a change.
+        status_only: false,
     })
 }
 

@@ -41,8 +41,15 @@ fn served<'v>(
     }
     let mut out = Vec::new();
     for r in &gw.virtual_services {
-        let ns = if r.namespace.is_empty() { &gw_key.namespace } else { &r.namespace };
-        match vhosts.iter().find(|v| v.key.namespace == *ns && v.key.name == r.name) {
+        let ns = if r.namespace.is_empty() {
+            &gw_key.namespace
+        } else {
+            &r.namespace
+        };
+        match vhosts
+            .iter()
+            .find(|v| v.key.namespace == *ns && v.key.name == r.name)
+        {
             Some(v) => out.push(v),
             None => reporter.warn(
                 gw_key,
@@ -66,7 +73,9 @@ fn http_filters(plugins: &[Box<dyn Plugin>], routes: &[&EnvoyRoute]) -> Vec<Http
     let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f).collect();
     filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Router::default()))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(
+            any(&Router::default()),
+        )),
         ..Default::default()
     });
     filters
@@ -77,7 +86,11 @@ pub fn translate(
     plugins: &[Box<dyn Plugin>],
     vhosts: &[VirtualHostOut],
     reporter: &mut Reporter,
-) -> (Vec<XdsResource>, Vec<XdsResource>) {
+) -> (
+    Vec<XdsResource>,
+    Vec<XdsResource>,
+    BTreeMap<String, Vec<Key>>,
+) {
     let gateways: Vec<(&Key, &GatewaySpec)> = ctx
         .input
         .of_kind(Kind::Gateway)
@@ -92,9 +105,16 @@ pub fn translate(
     let mut rejected_vs: BTreeSet<Key> = BTreeSet::new();
     let mut usable = Vec::new();
     for (key, gw) in gateways {
-        let addr = if gw.bind_address.is_empty() { "0.0.0.0" } else { gw.bind_address.as_str() };
+        let addr = if gw.bind_address.is_empty() {
+            "0.0.0.0"
+        } else {
+            gw.bind_address.as_str()
+        };
         if gw.tls.is_some() || gw.tcp_upstream.is_some() {
-            reporter.reject(key, "tls and tcpUpstream are not supported by this version yet");
+            reporter.reject(
+                key,
+                "tls and tcpUpstream are not supported by this version yet",
+            );
             continue;
         }
         if let Some(other) = bound.get(&(addr.to_string(), gw.bind_port)) {
@@ -135,12 +155,13 @@ pub fn translate(
     // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
+    let mut origins = BTreeMap::new();
     for (key, gw, addr, list) in usable {
-        let vhosts: Vec<_> = list
+        let list: Vec<_> = list
             .into_iter()
             .filter(|v| !rejected_vs.contains(&v.key))
-            .map(|v| v.vhost.clone())
             .collect();
+        let vhosts: Vec<_> = list.iter().map(|v| v.vhost.clone()).collect();
         let routes: Vec<&EnvoyRoute> = vhosts.iter().flat_map(|v| v.routes.iter()).collect();
         let listener_name = names::listener(&key.namespace, &key.name);
         let rc_name = names::route_config(&key.namespace, &key.name);
@@ -177,8 +198,12 @@ pub fn translate(
             virtual_hosts: vhosts,
             ..Default::default()
         };
+        origins.insert(listener_name.clone(), vec![key.clone()]);
+        let mut rc_origins = vec![key.clone()];
+        rc_origins.extend(list.iter().map(|v| v.key.clone()));
+        origins.insert(rc_name.clone(), rc_origins);
         listeners.push(XdsResource::new(listener_name, &listener));
         route_configs.push(XdsResource::new(rc_name, &rc));
     }
-    (listeners, route_configs)
+    (listeners, route_configs, origins)
 }

@@ -27,6 +27,7 @@ pub mod listeners;
 pub mod plugins;
 pub mod routes;
 pub mod upstreams;
+pub mod validate;
 
 /// Every object the translation sees, by key.
 #[derive(Clone, Default)]
@@ -87,11 +88,16 @@ impl Reporter {
     }
 
     pub fn accept(&mut self, key: &Key) {
-        self.reports.entry(key.clone()).or_insert_with(Report::accepted);
+        self.reports
+            .entry(key.clone())
+            .or_insert_with(Report::accepted);
     }
 
     fn add(&mut self, key: &Key, state: State, reason: String) {
-        let r = self.reports.entry(key.clone()).or_insert_with(Report::accepted);
+        let r = self
+            .reports
+            .entry(key.clone())
+            .or_insert_with(Report::accepted);
         if Self::rank(state) > Self::rank(r.state) {
             r.state = state;
         }
@@ -125,6 +131,9 @@ impl Reporter {
 pub struct Translation {
     pub snapshot: xds::Snapshot,
     pub reports: Reports,
+    /// The objects each Envoy resource was made from, by resource name, so that Envoy's verdict
+    /// on a resource (a NACK) can be reported on them.
+    pub origins: BTreeMap<String, Vec<Key>>,
 }
 
 /// Envoy names of our objects (Gloo's convention: `<name>_<namespace>`).
@@ -189,7 +198,11 @@ pub fn translate_with(input: &Input, plugins: &[Box<dyn plugins::Plugin>]) -> Tr
     // 3. VirtualServices → virtual hosts (a Rejected one is left out).
     let vhosts = routes::translate(&ctx, plugins, &mut reporter);
     // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.
-    let (listeners, route_configs) = listeners::translate(&ctx, plugins, &vhosts, &mut reporter);
+    let (listeners, route_configs, mut origins) =
+        listeners::translate(&ctx, plugins, &vhosts, &mut reporter);
+    for (key, _) in input.of_kind(Kind::Upstream) {
+        origins.insert(names::cluster(&key.namespace, &key.name), vec![key.clone()]);
+    }
 
     for (url, items) in [
         (xds::CLUSTER, clusters),
@@ -199,12 +212,16 @@ pub fn translate_with(input: &Input, plugins: &[Box<dyn plugins::Plugin>]) -> Tr
     ] {
         snapshot.resources.insert(
             url,
-            items.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect(),
+            items
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect(),
         );
     }
     Translation {
         snapshot,
         reports: reporter.into_reports(),
+        origins,
     }
 }
 

@@ -9,7 +9,9 @@ use envoy_types::pb::{
             route::v3::{
                 header_matcher::HeaderMatchSpecifier,
                 query_parameter_matcher::QueryParameterMatchSpecifier,
-                redirect_action::{PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier},
+                redirect_action::{
+                    PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+                },
                 retry_policy::RetryBackOff,
                 route::Action as EnvoyAction,
                 route_action::{ClusterSpecifier, HostRewriteSpecifier},
@@ -26,9 +28,9 @@ use envoy_types::pb::{
     google::protobuf::UInt32Value,
 };
 use proto::v1::{
-    matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest,
-    Destination, FunctionSpec, HeaderManipulation, Kind, Matcher, Route, RouteOptions,
-    VirtualServiceSpec, WeightedDestination,
+    matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest, Destination,
+    FunctionSpec, HeaderManipulation, Kind, Matcher, Route, RouteOptions, VirtualServiceSpec,
+    WeightedDestination,
 };
 
 use super::{
@@ -128,8 +130,15 @@ fn destination_cluster(
     namespace: &str,
     d: &Destination,
 ) -> Result<String, String> {
-    let up = d.upstream.as_ref().ok_or("destination: upstream is required")?;
-    let ns = if up.namespace.is_empty() { namespace } else { &up.namespace };
+    let up = d
+        .upstream
+        .as_ref()
+        .ok_or("destination: upstream is required")?;
+    let ns = if up.namespace.is_empty() {
+        namespace
+    } else {
+        &up.namespace
+    };
     let key = Key::new(Kind::Upstream, ns, &up.name);
     if ctx.get(Kind::Upstream, ns, &up.name).is_none() {
         return Err(format!("upstream {ns}/{} not found", up.name));
@@ -150,16 +159,25 @@ fn destination_function<'a>(
     if d.function.is_empty() {
         return Ok(None);
     }
-    let up = d.upstream.as_ref().map(|u| (u.namespace.as_str(), u.name.as_str()));
+    let up = d
+        .upstream
+        .as_ref()
+        .map(|u| (u.namespace.as_str(), u.name.as_str()));
     let (up_ns, up_name) = up.unwrap_or(("", ""));
     let ns = if up_ns.is_empty() { namespace } else { up_ns };
-    let found = ctx.functions.get(&(ns, d.function.as_str())).and_then(|r| match &r.spec {
-        Some(Spec::Function(f)) if f.upstream == up_name => Some(f),
-        _ => None,
-    });
-    found
-        .map(Some)
-        .ok_or_else(|| format!("function {ns}/{} of upstream {up_name} not found (yet)", d.function))
+    let found = ctx
+        .functions
+        .get(&(ns, d.function.as_str()))
+        .and_then(|r| match &r.spec {
+            Some(Spec::Function(f)) if f.upstream == up_name => Some(f),
+            _ => None,
+        });
+    found.map(Some).ok_or_else(|| {
+        format!(
+            "function {ns}/{} of upstream {up_name} not found (yet)",
+            d.function
+        )
+    })
 }
 
 fn weighted(
@@ -230,17 +248,25 @@ fn apply_options(o: &RouteOptions, out: &mut EnvoyRoute) -> Result<(), String> {
         ra.prefix_rewrite = o.prefix_rewrite.clone();
     }
     if let Some(rr) = &o.regex_rewrite {
-        ra.regex_rewrite = Some(envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute {
-            pattern: Some(regex(&rr.pattern)?),
-            substitution: rr.substitution.clone(),
-        });
+        ra.regex_rewrite = Some(
+            envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute {
+                pattern: Some(regex(&rr.pattern)?),
+                substitution: rr.substitution.clone(),
+            },
+        );
     }
     if !o.host_rewrite.is_empty() {
-        ra.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(o.host_rewrite.clone()));
+        ra.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(
+            o.host_rewrite.clone(),
+        ));
     }
     if let Some(r) = &o.retries {
         ra.retry_policy = Some(EnvoyRetryPolicy {
-            retry_on: if r.retry_on.is_empty() { "5xx".into() } else { r.retry_on.clone() },
+            retry_on: if r.retry_on.is_empty() {
+                "5xx".into()
+            } else {
+                r.retry_on.clone()
+            },
             num_retries: Some(UInt32Value {
                 value: r.num_retries.max(1),
             }),
@@ -287,19 +313,27 @@ fn action(
                 303 => RedirectResponseCode::SeeOther,
                 307 => RedirectResponseCode::TemporaryRedirect,
                 308 => RedirectResponseCode::PermanentRedirect,
-                c => return Err(format!("redirect.responseCode: {c} is not 301, 302, 303, 307 or 308")),
+                c => {
+                    return Err(format!(
+                        "redirect.responseCode: {c} is not 301, 302, 303, 307 or 308"
+                    ))
+                }
             };
             let path = if !r.path.is_empty() {
                 Some(PathRewriteSpecifier::PathRedirect(r.path.clone()))
             } else if !r.prefix_rewrite.is_empty() {
-                Some(PathRewriteSpecifier::PrefixRewrite(r.prefix_rewrite.clone()))
+                Some(PathRewriteSpecifier::PrefixRewrite(
+                    r.prefix_rewrite.clone(),
+                ))
             } else {
                 None
             };
             out.action = Some(EnvoyAction::Redirect(EnvoyRedirect {
                 host_redirect: r.host.clone(),
                 response_code: code as i32,
-                scheme_rewrite_specifier: r.https.then_some(SchemeRewriteSpecifier::HttpsRedirect(true)),
+                scheme_rewrite_specifier: r
+                    .https
+                    .then_some(SchemeRewriteSpecifier::HttpsRedirect(true)),
                 path_rewrite_specifier: path,
                 ..Default::default()
             }));
@@ -307,7 +341,11 @@ fn action(
         }
         Some(Action::RouteAction(ra)) => {
             let spec = match &ra.destination {
-                None => return Err("routeAction: one of single, multi or upstreamGroup is required".into()),
+                None => {
+                    return Err(
+                        "routeAction: one of single, multi or upstreamGroup is required".into(),
+                    )
+                }
                 Some(Dest::Single(d)) => {
                     let cluster = destination_cluster(ctx, reporter, ns, d)?;
                     match destination_function(ctx, ns, d) {
@@ -335,7 +373,11 @@ fn action(
                 }
                 Some(Dest::Multi(m)) => weighted(ctx, reporter, ns, &m.destinations)?,
                 Some(Dest::UpstreamGroup(g)) => {
-                    let gns = if g.namespace.is_empty() { ns } else { &g.namespace };
+                    let gns = if g.namespace.is_empty() {
+                        ns
+                    } else {
+                        &g.namespace
+                    };
                     let group = ctx
                         .get(Kind::UpstreamGroup, gns, &g.name)
                         .ok_or_else(|| format!("upstream group {gns}/{} not found", g.name))?;
@@ -379,8 +421,15 @@ fn translate_vs(
             ..Default::default()
         };
         let mut route_warnings = Vec::new();
-        action(ctx, plugins, reporter, &rc, &mut route_warnings, &mut template)
-            .map_err(|e| format!("{label}: {e}"))?;
+        action(
+            ctx,
+            plugins,
+            reporter,
+            &rc,
+            &mut route_warnings,
+            &mut template,
+        )
+        .map_err(|e| format!("{label}: {e}"))?;
         if let Some(o) = &route.options {
             apply_options(o, &mut template).map_err(|e| format!("{label}: {e}"))?;
         }
@@ -443,7 +492,9 @@ pub fn translate(
 ) -> Vec<VirtualHostOut> {
     let mut out = Vec::new();
     for (key, r) in ctx.input.of_kind(Kind::VirtualService) {
-        let Some(Spec::VirtualService(vs)) = &r.spec else { continue };
+        let Some(Spec::VirtualService(vs)) = &r.spec else {
+            continue;
+        };
         match translate_vs(ctx, plugins, reporter, key, vs) {
             Ok((vhost, warnings)) => {
                 for w in warnings {

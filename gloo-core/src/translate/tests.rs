@@ -11,10 +11,10 @@ use envoy_types::pb::envoy::config::{
 use prost::Message;
 use proto::v1::{
     matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest,
-    static_upstream::Host, status::State, upstream_spec::UpstreamType, Destination,
-    DirectResponse, EndpointsSpec, FunctionSpec, GatewaySpec, HeaderMatcher, KubeUpstream,
-    Matcher, Metadata, MultiDestination, Resource, ResourceRef, Route, RouteAction,
-    StaticUpstream, UpstreamGroupSpec, UpstreamSpec, VirtualServiceSpec, WeightedDestination,
+    static_upstream::Host, status::State, upstream_spec::UpstreamType, Destination, DirectResponse,
+    EndpointsSpec, FunctionSpec, GatewaySpec, HeaderMatcher, KubeUpstream, Matcher, Metadata,
+    MultiDestination, Resource, ResourceRef, Route, RouteAction, StaticUpstream, UpstreamGroupSpec,
+    UpstreamSpec, VirtualServiceSpec, WeightedDestination,
 };
 
 use super::*;
@@ -179,21 +179,39 @@ fn static_and_kube_upstreams_become_clusters_with_endpoints() {
     // An EDS cluster with no Endpoints yet still gets an (empty) assignment.
     let empty: ClusterLoadAssignment = decode(&t, xds::ENDPOINT, "lonely_default");
     assert!(empty.endpoints[0].lb_endpoints.is_empty());
-    assert!(t.reports.values().all(|r| r.state == State::Accepted), "{:?}", t.reports);
+    assert!(
+        t.reports.values().all(|r| r.state == State::Accepted),
+        "{:?}",
+        t.reports
+    );
 }
 
 #[test]
 fn missing_upstream_rejects_only_that_virtual_service() {
     let t = translate(&input(vec![
         static_us("good", "127.0.0.1", 80),
-        vs("ok", &["ok.example"], vec![route_to("a", "/", Dest::Single(dest("good")))]),
-        vs("broken", &["broken.example"], vec![route_to("pets", "/pets", Dest::Single(dest("nope")))]),
+        vs(
+            "ok",
+            &["ok.example"],
+            vec![route_to("a", "/", Dest::Single(dest("good")))],
+        ),
+        vs(
+            "broken",
+            &["broken.example"],
+            vec![route_to("pets", "/pets", Dest::Single(dest("nope")))],
+        ),
         gateway("gw", 8080),
     ]));
     let broken = report(&t, Kind::VirtualService, "broken");
     assert_eq!(broken.state, State::Rejected);
-    assert!(broken.reason.contains("route \"pets\"") && broken.reason.contains("default/nope"), "{broken:?}");
-    assert_eq!(report(&t, Kind::VirtualService, "ok").state, State::Accepted);
+    assert!(
+        broken.reason.contains("route \"pets\"") && broken.reason.contains("default/nope"),
+        "{broken:?}"
+    );
+    assert_eq!(
+        report(&t, Kind::VirtualService, "ok").state,
+        State::Accepted
+    );
     let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
     let names: Vec<_> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, vec!["ok_default"]);
@@ -227,7 +245,10 @@ fn missing_function_is_a_warning_and_answers_503_until_it_appears() {
         }),
     ));
     let t = translate(&input(with_fn));
-    assert_eq!(report(&t, Kind::VirtualService, "fn").state, State::Accepted);
+    assert_eq!(
+        report(&t, Kind::VirtualService, "fn").state,
+        State::Accepted
+    );
 }
 
 #[test]
@@ -290,17 +311,29 @@ fn matchers_and_weighted_destinations_translate() {
         vs("v", &[], vec![route, to_group]),
         gateway("gw", 8080),
     ]));
-    assert_eq!(report(&t, Kind::VirtualService, "v").state, State::Accepted, "{:?}", t.reports);
+    assert_eq!(
+        report(&t, Kind::VirtualService, "v").state,
+        State::Accepted,
+        "{:?}",
+        t.reports
+    );
     let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
     let routes = &rc.virtual_hosts[0].routes;
     assert_eq!(routes.len(), 3, "one Envoy route per matcher");
     let m0 = routes[0].r#match.as_ref().unwrap();
-    assert_eq!(m0.path_specifier, Some(PathSpecifier::Path("/exact".into())));
+    assert_eq!(
+        m0.path_specifier,
+        Some(PathSpecifier::Path("/exact".into()))
+    );
     assert_eq!(m0.headers.len(), 2);
     assert_eq!(m0.headers[0].name, "x-env");
     assert_eq!(m0.headers[1].name, ":method");
-    let Some(EA::Route(ra)) = &routes[1].action else { panic!() };
-    let Some(ClusterSpecifier::WeightedClusters(w)) = &ra.cluster_specifier else { panic!() };
+    let Some(EA::Route(ra)) = &routes[1].action else {
+        panic!()
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &ra.cluster_specifier else {
+        panic!()
+    };
     let weights: Vec<_> = w
         .clusters
         .iter()
@@ -340,12 +373,24 @@ fn invalid_regex_and_domain_conflicts_are_rejected() {
         gateway("gw2", 8080),
     ]));
     let r = report(&t, Kind::VirtualService, "regex");
-    assert!(r.state == State::Rejected && r.reason.contains("invalid regex"), "{r:?}");
+    assert!(
+        r.state == State::Rejected && r.reason.contains("invalid regex"),
+        "{r:?}"
+    );
     let r = report(&t, Kind::VirtualService, "b-second");
-    assert!(r.state == State::Rejected && r.reason.contains("same.example"), "{r:?}");
-    assert_eq!(report(&t, Kind::VirtualService, "a-first").state, State::Accepted);
+    assert!(
+        r.state == State::Rejected && r.reason.contains("same.example"),
+        "{r:?}"
+    );
+    assert_eq!(
+        report(&t, Kind::VirtualService, "a-first").state,
+        State::Accepted
+    );
     let r = report(&t, Kind::Gateway, "gw2");
-    assert!(r.state == State::Rejected && r.reason.contains("already used"), "{r:?}");
+    assert!(
+        r.state == State::Rejected && r.reason.contains("already used"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -359,6 +404,9 @@ fn the_same_input_gives_byte_identical_resources() {
     let two = translate(&input(objects));
     assert_eq!(one.snapshot, two.snapshot);
     for url in xds::TYPE_ORDER {
-        assert_eq!(one.snapshot.type_version(url), two.snapshot.type_version(url));
+        assert_eq!(
+            one.snapshot.type_version(url),
+            two.snapshot.type_version(url)
+        );
     }
 }

@@ -119,12 +119,19 @@ fn tls_socket(
         ..Default::default()
     };
     if let Some(r) = tls.secret_ref.as_ref().filter(|r| !r.name.is_empty()) {
-        let ns = if r.namespace.is_empty() { namespace } else { &r.namespace };
+        let ns = if r.namespace.is_empty() {
+            namespace
+        } else {
+            &r.namespace
+        };
         let secret = ctx
             .secret(ns, &r.name)
             .ok_or_else(|| format!("tls.secretRef: Secret {ns}/{} not found", r.name))?;
         let Some(secret_spec::Kind::Tls(t)) = &secret.kind else {
-            return Err(format!("tls.secretRef: Secret {ns}/{} is not a tls secret", r.name));
+            return Err(format!(
+                "tls.secretRef: Secret {ns}/{} is not a tls secret",
+                r.name
+            ));
         };
         if !t.root_ca.is_empty() {
             common.validation_context_type = Some(ValidationContextType::ValidationContext(
@@ -142,7 +149,11 @@ fn tls_socket(
             }];
         }
     }
-    let sni = if tls.sni.is_empty() { default_sni } else { &tls.sni };
+    let sni = if tls.sni.is_empty() {
+        default_sni
+    } else {
+        &tls.sni
+    };
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(common),
         sni: sni.to_string(),
@@ -176,16 +187,17 @@ fn cluster(
     endpoints: &BTreeMap<(String, String), Vec<(String, u32)>>,
 ) -> Result<(Cluster, Option<ClusterLoadAssignment>), String> {
     let cname = names::cluster(namespace, name);
-    let mut c = Cluster {
-        name: cname.clone(),
-        connect_timeout: Some(
-            spec.connect_timeout
-                .as_ref()
-                .map(duration)
-                .unwrap_or(Duration { seconds: 5, nanos: 0 }),
-        ),
-        ..Default::default()
-    };
+    let mut c =
+        Cluster {
+            name: cname.clone(),
+            connect_timeout: Some(spec.connect_timeout.as_ref().map(duration).unwrap_or(
+                Duration {
+                    seconds: 5,
+                    nanos: 0,
+                },
+            )),
+            ..Default::default()
+        };
     let mut cla = None;
     let mut default_sni = String::new();
     match &spec.upstream_type {
@@ -243,9 +255,17 @@ pub fn translate(
     // Endpoints objects by the upstream they belong to.
     let mut endpoints: BTreeMap<(String, String), Vec<(String, u32)>> = BTreeMap::new();
     for (key, r) in ctx.input.of_kind(Kind::Endpoints) {
-        let Some(Spec::Endpoints(e)) = &r.spec else { continue };
-        if ctx.get(Kind::Upstream, &key.namespace, &e.upstream).is_none() {
-            reporter.warn(key, format!("upstream {}/{} not found", key.namespace, e.upstream));
+        let Some(Spec::Endpoints(e)) = &r.spec else {
+            continue;
+        };
+        if ctx
+            .get(Kind::Upstream, &key.namespace, &e.upstream)
+            .is_none()
+        {
+            reporter.warn(
+                key,
+                format!("upstream {}/{} not found", key.namespace, e.upstream),
+            );
         }
         let list = endpoints
             .entry((key.namespace.clone(), e.upstream.clone()))
@@ -264,16 +284,17 @@ pub fn translate(
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
     for (key, r) in ctx.input.of_kind(Kind::Upstream) {
-        let Some(Spec::Upstream(spec)) = &r.spec else { continue };
-        let built = cluster(ctx, &key.namespace, &key.name, spec, &endpoints).and_then(
-            |(mut c, cla)| {
+        let Some(Spec::Upstream(spec)) = &r.spec else {
+            continue;
+        };
+        let built =
+            cluster(ctx, &key.namespace, &key.name, spec, &endpoints).and_then(|(mut c, cla)| {
                 for p in plugins {
                     p.upstream(ctx, &key.namespace, spec, &mut c)
                         .map_err(|e| format!("{}: {e}", p.name()))?;
                 }
                 Ok((c, cla))
-            },
-        );
+            });
         match built {
             Ok((c, cla)) => {
                 clusters.push(XdsResource::new(c.name.clone(), &c));
@@ -286,9 +307,17 @@ pub fn translate(
     }
     // Functions must belong to an upstream that exists.
     for (key, r) in ctx.input.of_kind(Kind::Function) {
-        let Some(Spec::Function(f)) = &r.spec else { continue };
-        if ctx.get(Kind::Upstream, &key.namespace, &f.upstream).is_none() {
-            reporter.warn(key, format!("upstream {}/{} not found", key.namespace, f.upstream));
+        let Some(Spec::Function(f)) = &r.spec else {
+            continue;
+        };
+        if ctx
+            .get(Kind::Upstream, &key.namespace, &f.upstream)
+            .is_none()
+        {
+            reporter.warn(
+                key,
+                format!("upstream {}/{} not found", key.namespace, f.upstream),
+            );
         }
     }
     (clusters, assignments)

