@@ -192,6 +192,31 @@ impl Drop for Core {
     }
 }
 
+/// Waits until gloo-core has reported a status on every object for its current generation,
+/// so that a test can then assume nothing more will be written on its own.
+pub async fn settle(c: &mut Client) {
+    for _ in 0..400 {
+        let items = c
+            .list(proto::v1::ListRequest::default())
+            .await
+            .expect("listing")
+            .into_inner()
+            .items;
+        let done = items.iter().all(|r| {
+            let generation = r.metadata.as_ref().map_or(0, |m| m.generation);
+            r.status.as_ref().is_some_and(|s| {
+                s.observed_generation == generation
+                    && s.state != proto::v1::status::State::Pending as i32
+            })
+        });
+        if done {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("statuses did not settle in 10 s");
+}
+
 /// A GET on loopback: (status, body), or None when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http::get(addr, path).map(|r| (r.status, r.body))

@@ -169,6 +169,18 @@ async fn apply_get_status_delete_round_trip() {
          secret default/petstore-aws created\n"
     );
 
+    // gloo-core's translator reports on every object.
+    let mut accepted = false;
+    for _ in 0..200 {
+        let run = glooctl(&core, ADMIN_TOKEN, &["status"]).ok();
+        if run.stdout.contains("all 3 objects accepted") {
+            accepted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(accepted, "statuses never became Accepted");
+
     // The spec read back is the spec applied, compared as values.
     let applied = read_docs(OBJECTS);
     let run = glooctl(
@@ -190,7 +202,7 @@ async fn apply_get_status_delete_round_trip() {
         "{}",
         run.stdout
     );
-    assert_eq!(doc["status"]["state"], "PENDING");
+    assert_eq!(doc["status"]["state"], "ACCEPTED");
     assert_eq!(doc["spec"]["connectTimeout"], "2.500s");
 
     // JSON: one object for a name, {"items": [...]} for a list.
@@ -225,7 +237,7 @@ async fn apply_get_status_delete_round_trip() {
     assert!(
         lines[1].starts_with("default")
             && lines[1].contains("petstore")
-            && lines[1].contains("PENDING")
+            && lines[1].contains("ACCEPTED")
     );
     let run = glooctl(&core, ADMIN_TOKEN, &["get", "us", "-l", "app=other"]).ok();
     assert_eq!(run.stdout, "");
@@ -251,22 +263,49 @@ async fn apply_get_status_delete_round_trip() {
     let run = glooctl_in(&core, ADMIN_TOKEN, &["apply", "-f", "-"], Some(&yaml)).ok();
     assert_eq!(run.stdout, "upstream default/petstore unchanged\n");
 
-    // Nothing reports status yet, so everything is Pending.
-    let run = glooctl(&core, ADMIN_TOKEN, &["status"]).ok();
-    for (kind, name) in [
-        ("upstream", "petstore"),
-        ("virtualservice", "pets"),
-        ("secret", "petstore-aws"),
-    ] {
-        let line = run
-            .stdout
-            .lines()
-            .find(|l| l.split_whitespace().nth(2) == Some(name))
-            .unwrap_or_else(|| panic!("{name} missing from status:\n{}", run.stdout));
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cols[..4], [kind, "default", name, "PENDING"], "{line}");
+    // A VirtualService to a missing upstream: refused, unless a draft; then status names it.
+    let broken = write(
+        core.dir.path(),
+        "broken.yaml",
+        "apiVersion: gloo.solo.io/v1\nkind: VirtualService\nmetadata: {name: broken}\n\
+         spec: {domains: [broken.example], routes: [{name: r1, routeAction: {single: {upstream: {name: nowhere}}}}]}\n",
+    );
+    let broken = broken.to_str().unwrap();
+    let run = glooctl(&core, ADMIN_TOKEN, &["apply", "-f", broken]).fails();
+    assert!(run.stderr.contains("default/nowhere"), "{}", run.stderr);
+    glooctl(&core, ADMIN_TOKEN, &["apply", "--draft", "-f", broken]).ok();
+    let mut listed = None;
+    for _ in 0..200 {
+        let run = glooctl(&core, ADMIN_TOKEN, &["status"]).ok();
+        if run.stdout.contains("REJECTED") {
+            listed = Some(run.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let listed = listed.expect("the draft is reported Rejected");
+    let line = listed
+        .lines()
+        .find(|l| l.contains("broken"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains("REJECTED") && line.contains("default/nowhere"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("petstore"),
+        "only objects not Accepted are listed:\n{listed}"
+    );
 
+    // Deleting an upstream a working route uses is refused; delete the route first.
+    let run = glooctl(&core, ADMIN_TOKEN, &["delete", "upstream", "petstore"]).fails();
+    assert!(
+        run.stderr
+            .contains("would break VirtualService default/pets"),
+        "{}",
+        run.stderr
+    );
+    glooctl(&core, ADMIN_TOKEN, &["delete", "vs", "pets"]).ok();
     let run = glooctl(&core, ADMIN_TOKEN, &["delete", "upstream", "petstore"]).ok();
     assert_eq!(run.stdout, "upstream default/petstore deleted\n");
     let run = glooctl(&core, ADMIN_TOKEN, &["get", "upstream", "petstore"]).fails();

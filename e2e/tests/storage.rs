@@ -98,7 +98,7 @@ async fn acknowledged_writes_survive_kill_9() {
             )
             .await
             {
-                Ok(r) => acked.push((name(&r).to_string(), rv(&r))),
+                Ok(r) => acked.push((name(&r).to_string(), port_of(&r), rv(&r))),
                 Err(_) => break,
             }
         }
@@ -115,23 +115,24 @@ async fn acknowledged_writes_survive_kill_9() {
 
     core.restart();
     let mut c = core.client(ADMIN_TOKEN).await;
-    let stored: HashMap<String, u64> = list(&mut c, Kind::Upstream)
+    let stored: HashMap<String, (u32, u64)> = list(&mut c, Kind::Upstream)
         .await
         .iter()
-        .map(|r| (name(r).to_string(), rv(r)))
+        .map(|r| (name(r).to_string(), (port_of(r), rv(r))))
         .collect();
-    for (n, v) in &acked {
-        assert_eq!(
-            stored.get(n),
-            Some(v),
-            "acknowledged write of {n} lost after kill -9"
+    // The reporter may have written statuses since: same content, later revisions.
+    for (n, port, v) in &acked {
+        let got = stored.get(n);
+        assert!(
+            got.is_some_and(|(p, r)| p == port && r >= v),
+            "acknowledged write of {n} (port {port}, revision {v}) lost after kill -9: {got:?}"
         );
     }
     // And the store still takes writes, with revisions after the old ones.
     let after = apply(&mut c, static_upstream("default", "after-restart", 80))
         .await
         .unwrap();
-    assert!(rv(&after) > acked.last().unwrap().1);
+    assert!(rv(&after) > acked.last().unwrap().2);
 }
 
 async fn next_event(stream: &mut tonic::Streaming<WatchEvent>) -> WatchEvent {
@@ -154,6 +155,38 @@ async fn object_events(stream: &mut tonic::Streaming<WatchEvent>, n: usize) -> V
     out
 }
 
+type Seen = (i32, String, u64);
+
+fn seen(e: &WatchEvent) -> Seen {
+    (
+        e.r#type,
+        name(e.resource.as_ref().unwrap()).to_string(),
+        e.revision,
+    )
+}
+
+/// Object events of a stream up to and including revision `until` (bookmarks skipped).
+async fn events_until(stream: &mut tonic::Streaming<WatchEvent>, until: u64) -> Vec<Seen> {
+    let mut out = Vec::new();
+    loop {
+        let ev = next_event(stream).await;
+        if ev.r#type == Type::Bookmark as i32 {
+            if ev.revision >= until {
+                return out;
+            }
+            continue;
+        }
+        assert!(
+            ev.revision > out.last().map_or(0, |l: &Seen| l.2),
+            "out of order: {ev:?}"
+        );
+        out.push(seen(&ev));
+        if ev.revision >= until {
+            return out;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_order() {
     let mut core = Core::start();
@@ -163,94 +196,86 @@ async fn watch_resumes_after_disconnect_and_restart_with_every_event_once_in_ord
             .await
             .unwrap();
     }
-    // A fresh watch: the current objects, then a bookmark at the current revision.
-    let mut w = c
-        .watch(WatchRequest {
-            kinds: vec![Kind::Upstream as i32],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let initial = object_events(&mut w, 5).await;
-    assert!(initial.iter().all(|e| e.r#type == Type::Added as i32));
-    let bookmark = next_event(&mut w).await;
-    assert_eq!(bookmark.r#type, Type::Bookmark as i32);
-    assert_eq!(bookmark.revision, 5);
-
-    apply(&mut c, static_upstream("default", "a", 80))
-        .await
-        .unwrap();
-    let seen = object_events(&mut w, 1).await;
-    let mut last = seen[0].revision;
-    drop(w); // disconnect
-
-    // Changes while nobody watches: creates, an update, a delete, and another kind.
-    let mut expected = Vec::new();
-    for i in 0..20 {
-        let r = apply(&mut c, static_upstream("default", &format!("b{i}"), 80))
-            .await
-            .unwrap();
-        expected.push((Type::Added as i32, name(&r).to_string(), rv(&r)));
-    }
-    let r = apply(&mut c, static_upstream("default", "b3", 81))
-        .await
-        .unwrap();
-    expected.push((Type::Modified as i32, "b3".into(), rv(&r)));
-    let d = c
-        .delete(DeleteRequest {
-            key: key(Kind::Upstream, "default", "pre0"),
-            expected_resource_version: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .resource
-        .unwrap();
-    expected.push((Type::Deleted as i32, "pre0".into(), rv(&d)));
-    apply(&mut c, secret("not-watched")).await.unwrap();
-
-    let resume = |from: u64| WatchRequest {
+    e2e::settle(&mut c).await;
+    let upstreams = |from: u64| WatchRequest {
         kinds: vec![Kind::Upstream as i32],
         start_revision: from,
         bookmark_interval_ms: 100,
         ..Default::default()
     };
-    let mut w = c.watch(resume(last)).await.unwrap().into_inner();
-    let got: Vec<_> = object_events(&mut w, expected.len())
-        .await
-        .into_iter()
-        .map(|e| {
-            (
-                e.r#type,
-                name(e.resource.as_ref().unwrap()).to_string(),
-                e.revision,
-            )
-        })
-        .collect();
-    assert_eq!(got, expected);
-    last = got.last().unwrap().2;
-    // Nothing more: the next message is a bookmark past the unwatched Secret's revision.
-    let b = next_event(&mut w).await;
-    assert_eq!(
-        b.r#type,
-        Type::Bookmark as i32,
-        "unexpected extra event {b:?}"
-    );
-    assert_eq!(b.revision, last + 1);
-    drop(w);
 
-    // Across a crash of gloo-core: resume from the bookmark, see only what came after.
+    // A fresh watch: the current objects, then a bookmark at the list's revision.
+    let mut w = c.watch(upstreams(0)).await.unwrap().into_inner();
+    let initial = object_events(&mut w, 5).await;
+    assert!(initial.iter().all(|e| e.r#type == Type::Added as i32));
+    let bookmark = next_event(&mut w).await;
+    assert_eq!(bookmark.r#type, Type::Bookmark as i32);
+    let start = bookmark.revision;
+    assert!(initial.iter().all(|e| e.revision <= start));
+
+    // A reference watcher that never disconnects, from the same revision.
+    let mut reference = c.watch(upstreams(start)).await.unwrap().into_inner();
+
+    let a = apply(&mut c, static_upstream("default", "a", 80))
+        .await
+        .unwrap();
+    let mut got = events_until(&mut w, rv(&a)).await;
+    let last = got.last().unwrap().2;
+    drop(w); // disconnect
+
+    // Changes while it is away: creates, an update, a delete, and another kind.
+    for i in 0..20 {
+        apply(&mut c, static_upstream("default", &format!("b{i}"), 80))
+            .await
+            .unwrap();
+    }
+    apply(&mut c, static_upstream("default", "b3", 81))
+        .await
+        .unwrap();
+    c.delete(DeleteRequest {
+        key: key(Kind::Upstream, "default", "pre0"),
+        expected_resource_version: 0,
+    })
+    .await
+    .unwrap();
+    apply(&mut c, secret("not-watched")).await.unwrap();
+    let end = apply(&mut c, static_upstream("default", "end", 80))
+        .await
+        .unwrap();
+
+    let mut w = c.watch(upstreams(last)).await.unwrap().into_inner();
+    got.extend(events_until(&mut w, rv(&end)).await);
+    let expected = events_until(&mut reference, rv(&end)).await;
+    assert_eq!(got, expected, "the resumed watcher saw a different history");
+    let kinds: Vec<i32> = expected.iter().map(|e| e.0).collect();
+    for t in [Type::Added, Type::Modified, Type::Deleted] {
+        assert!(
+            kinds.contains(&(t as i32)),
+            "no {t:?} event in {expected:?}"
+        );
+    }
+    assert!(!expected.iter().any(|e| e.1 == "not-watched"));
+    drop(w);
+    drop(reference);
+
+    // Across a crash of gloo-core: resume from the last revision seen; nothing is lost.
+    e2e::settle(&mut c).await;
+    let before_crash = c
+        .list(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
     core.restart();
     let mut c = core.client(ADMIN_TOKEN).await;
     let r = apply(&mut c, static_upstream("default", "after-crash", 80))
         .await
         .unwrap();
-    let mut w = c.watch(resume(b.revision)).await.unwrap().into_inner();
-    let ev = object_events(&mut w, 1).await.remove(0);
+    let mut w = c.watch(upstreams(before_crash)).await.unwrap().into_inner();
+    let after = events_until(&mut w, rv(&r)).await;
     assert_eq!(
-        (name(ev.resource.as_ref().unwrap()), ev.revision),
-        ("after-crash", rv(&r))
+        after.first().map(|e| (e.1.as_str(), e.2)),
+        Some(("after-crash", rv(&r)))
     );
 }
 
@@ -303,9 +328,15 @@ async fn sync_rules() {
     assert_eq!(one.metadata.as_ref().unwrap().owner, DISCOVERY_OWNER);
 
     // Unchanged objects are not rewritten: same resource_version, no watch event.
+    let now = admin
+        .list(ListRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
     let mut w = admin
         .watch(WatchRequest {
-            start_revision: rv(&one).max(rv(&taken)) + 1,
+            start_revision: now,
             bookmark_interval_ms: 100,
             ..Default::default()
         })
@@ -467,6 +498,17 @@ async fn auth_denials() {
         80
     );
 
+    // Only admins hand an object to another owner (an editor could otherwise feed objects to a
+    // discovery service's next Sync, which would delete them).
+    let mut alice = core.client(EDITOR_TOKEN).await;
+    let mut given = static_upstream("default", "gift", 80);
+    given.metadata.as_mut().unwrap().owner = DISCOVERY_OWNER.into();
+    let e = apply(&mut alice, given.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("metadata.owner"), "{e:?}");
+    let r = apply(&mut admin, given).await.unwrap();
+    assert_eq!(r.metadata.unwrap().owner, DISCOVERY_OWNER);
+
     // Discovery and viewers cannot read Secrets: not by get, list or watch.
     for token in [DISCOVERY_TOKEN, VIEWER_TOKEN] {
         let mut c = core.client(token).await;
@@ -533,7 +575,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let v1 = apply(&mut c, static_upstream("default", "pets", 80))
         .await
         .unwrap();
-    let v2 = apply(&mut c, static_upstream("default", "pets", 81))
+    apply(&mut c, static_upstream("default", "pets", 81))
+        .await
+        .unwrap();
+    e2e::settle(&mut c).await;
+    let v2 = get(&mut c, Kind::Upstream, "default", "pets")
         .await
         .unwrap();
 
@@ -552,6 +598,18 @@ async fn bad_input_is_refused_and_changes_nothing() {
             .contains(&format!("resource_version {}", rv(&v2))),
         "{e:?}"
     );
+
+    // A conditional write to an object that does not exist says so.
+    let e = c
+        .apply(ApplyRequest {
+            resource: Some(static_upstream("default", "absent", 82)),
+            expected_resource_version: 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains("does not exist"), "{e:?}");
 
     // Not a DNS-1123 label.
     let e = apply(&mut c, static_upstream("default", "Pets.Store", 80))

@@ -31,7 +31,7 @@ use fields::Content;
 pub enum Error {
     #[error("{0} not found")]
     NotFound(Key),
-    #[error("{key} has resource_version {current}, not {expected}: it changed since it was read; get it again and retry")]
+    #[error("{}", conflict_message(key, *expected, *current))]
     Conflict {
         key: Key,
         expected: u64,
@@ -43,6 +43,17 @@ pub enum Error {
     Denied(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn conflict_message(key: &Key, expected: u64, current: u64) -> String {
+    if current == 0 {
+        format!("{key} does not exist (the write expected resource_version {expected})")
+    } else {
+        format!(
+            "{key} has resource_version {current}, not {expected}: it changed since it was read; \
+             get it again and retry"
+        )
+    }
 }
 
 impl From<Error> for tonic::Status {
@@ -241,12 +252,21 @@ impl Storage {
                 }
             }
             let meta = r.metadata.get_or_insert_with(Default::default);
+            let current_owner = current.map_or("", |c| owner_of(c));
             if meta.owner.is_empty() {
                 meta.owner = match (current, who.role) {
-                    (Some(c), _) => owner_of(c).to_string(),
+                    (Some(_), _) => current_owner.to_string(),
                     (None, Role::Discovery) => who.manager().to_string(),
                     (None, _) => String::new(),
                 };
+            } else if meta.owner != current_owner
+                && !matches!(who.role, Role::Admin | Role::Discovery)
+            {
+                return Err(Error::Denied(format!(
+                    "{} may not change metadata.owner of {key} (from {current_owner:?} to {:?}); \
+                     only admins hand objects to another owner",
+                    who.name, meta.owner
+                )));
             }
             if let Some(c) = current {
                 who.can_write(key.kind, owner_of(c))
