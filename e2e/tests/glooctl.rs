@@ -263,6 +263,19 @@ async fn apply_get_status_delete_round_trip() {
     let run = glooctl_in(&core, ADMIN_TOKEN, &["apply", "-f", "-"], Some(&yaml)).ok();
     assert_eq!(run.stdout, "upstream default/petstore unchanged\n");
 
+    // `check`: the whole configuration is healthy.
+    let run = glooctl(&core, ADMIN_TOKEN, &["check"]).ok();
+    assert!(
+        run.stdout.contains("configuration OK: 3 objects"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("upstream         1 accepted"),
+        "{}",
+        run.stdout
+    );
+
     // A VirtualService to a missing upstream: refused, unless a draft; then status names it.
     let broken = write(
         core.dir.path(),
@@ -295,6 +308,18 @@ async fn apply_get_status_delete_round_trip() {
     assert!(
         !listed.contains("petstore"),
         "only objects not Accepted are listed:\n{listed}"
+    );
+    // `check` now fails, listing the problem.
+    let run = glooctl(&core, ADMIN_TOKEN, &["check"]).fails();
+    assert!(
+        run.stdout.contains("problems:") && run.stdout.contains("broken"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("check failed: 1 rejected"),
+        "{}",
+        run.stderr
     );
 
     // Deleting an upstream a working route uses is refused; delete the route first.

@@ -74,6 +74,9 @@ pub enum Command {
     Delete(DeleteArgs),
     /// List every object that is not Accepted, with the reason.
     Status(StatusArgs),
+    /// Check the whole configuration's health: counts by kind and state, every problem, and
+    /// objects whose status is out of date. Exits 1 when anything is Rejected.
+    Check(StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -26,6 +26,7 @@ pub async fn run(args: Args, out: &mut dyn Write, err: &mut dyn Write) -> Result
         Command::Get(a) => get(conn, a, out, err).await,
         Command::Delete(a) => delete(conn, a, out).await,
         Command::Status(a) => status(conn, a, out).await,
+        Command::Check(a) => check(conn, a, out).await,
     }
 }
 
@@ -309,6 +310,99 @@ async fn status(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Res
         (_, false) => output::status_table(&troubled, out)?,
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+
+async fn check(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let mut client = connect(conn).await?;
+    let items = client
+        .list(ListRequest {
+            kind: Kind::Unspecified as i32,
+            namespace: args.namespace.unwrap_or_default(),
+            label_selector: String::new(),
+        })
+        .await
+        .map_err(|s| Error::rpc("list objects", s))?
+        .into_inner()
+        .items;
+    let text = check_report(&items);
+    out.write_all(text.report.as_bytes())?;
+    if text.rejected > 0 {
+        return Err(Error::Unhealthy {
+            rejected: text.rejected,
+        });
+    }
+    Ok(())
+}
+
+struct CheckReport {
+    report: String,
+    rejected: usize,
+}
+
+/// Counts by kind and state, then each object that is not Accepted or whose status describes
+/// an older generation than its spec.
+fn check_report(items: &[Resource]) -> CheckReport {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    let mut counts: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    let mut problems: Vec<&Resource> = Vec::new();
+    let mut stale = Vec::new();
+    let mut rejected = 0;
+    for r in items {
+        let kind = r
+            .spec
+            .as_ref()
+            .map_or("unknown", |s| kinds::singular(kinds::of_spec(s)));
+        let state = output::state(r);
+        *counts.entry(kind).or_default().entry(state).or_default() += 1;
+        if state != State::Accepted.as_str_name() {
+            problems.push(r);
+        }
+        if state == State::Rejected.as_str_name() {
+            rejected += 1;
+        }
+        let generation = r.metadata.as_ref().map_or(0, |m| m.generation);
+        if r.status.as_ref().map_or(0, |s| s.observed_generation) < generation {
+            stale.push(describe_resource(r));
+        }
+    }
+    let mut s = String::new();
+    for (kind, states) in &counts {
+        let parts: Vec<String> = states
+            .iter()
+            .map(|(state, n)| format!("{n} {}", state.to_ascii_lowercase()))
+            .collect();
+        let _ = writeln!(s, "{kind:<16} {}", parts.join(", "));
+    }
+    if !problems.is_empty() {
+        let mut table = Vec::new();
+        let _ = output::status_table(&problems, &mut table);
+        let _ = writeln!(s, "\nproblems:");
+        s.push_str(&String::from_utf8_lossy(&table));
+    }
+    if !stale.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nnot yet reported on since their last change: {}",
+            stale.join(", ")
+        );
+    }
+    if items.is_empty() {
+        let _ = writeln!(s, "no objects found");
+    } else if rejected == 0 {
+        let _ = writeln!(
+            s,
+            "\nconfiguration OK: {} objects, none rejected",
+            items.len()
+        );
+    }
+    CheckReport {
+        report: s,
+        rejected,
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub enum Error {
     /// Some objects of an apply failed (each was reported as it happened).
     #[error("{failed} of {total} objects failed")]
     Partial { failed: usize, total: usize },
+    /// `check` found Rejected objects (each was reported).
+    #[error("check failed: {rejected} rejected")]
+    Unhealthy { rejected: usize },
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("writing output: {0}")]
