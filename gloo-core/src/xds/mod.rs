@@ -7,7 +7,7 @@
 //!              ┌────────────────────┼─────────────────────┐
 //!        stream task (tonic I/O)  stream task          stream task
 //!              │ request in / responses out
-//!        sotw::Stream / delta::Stream  (synchronous state machines, unit-tested)
+//!        sotw::SotwStream / delta::DeltaStream  (synchronous state machines, unit-tested)
 //!              │ NACKs, ACK state
 //!              ▼
 //!        NodeRegistry ──► /config_dump, reporter (NACK → object status), metrics
@@ -123,7 +123,7 @@ pub(crate) mod fixtures {
     //! Small builders of Envoy resources and snapshots for the state machines' tests.
     use envoy_types::pb::envoy::config::{
         cluster::v3::Cluster,
-        endpoint::v3::ClusterLoadAssignment,
+        endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints},
         listener::v3::Listener,
         route::v3::{RouteConfiguration, VirtualHost},
     };
@@ -153,23 +153,55 @@ pub(crate) mod fixtures {
     }
 
     pub fn endpoints(name: &str) -> Arc<XdsResource> {
+        endpoints_v(name, 0)
+    }
+
+    /// Endpoints whose content differs with `priority`.
+    pub fn endpoints_v(name: &str, priority: u32) -> Arc<XdsResource> {
         Arc::new(XdsResource::new(
             name,
             &ClusterLoadAssignment {
                 cluster_name: name.into(),
+                endpoints: vec![LocalityLbEndpoints {
+                    priority,
+                    ..Default::default()
+                }],
                 ..Default::default()
             },
         ))
     }
 
     pub fn listener(name: &str) -> Arc<XdsResource> {
+        listener_v(name, "")
+    }
+
+    /// A listener whose content differs with `stat_prefix`.
+    pub fn listener_v(name: &str, stat_prefix: &str) -> Arc<XdsResource> {
         Arc::new(XdsResource::new(
             name,
             &Listener {
                 name: name.into(),
+                stat_prefix: stat_prefix.into(),
                 ..Default::default()
             },
         ))
+    }
+
+    /// The names of the resources in a list of `Any`s of one type.
+    pub fn names_in<'a>(type_url: &str, anys: impl IntoIterator<Item = &'a Any>) -> Vec<String> {
+        use prost::Message;
+        anys.into_iter()
+            .map(|any| {
+                let v = any.value.as_slice();
+                match type_url {
+                    CLUSTER => Cluster::decode(v).unwrap().name,
+                    ENDPOINT => ClusterLoadAssignment::decode(v).unwrap().cluster_name,
+                    LISTENER => Listener::decode(v).unwrap().name,
+                    ROUTE => RouteConfiguration::decode(v).unwrap().name,
+                    other => panic!("no fixture for {other}"),
+                }
+            })
+            .collect()
     }
 
     /// A route configuration whose one virtual host serves `domain` (change it to change content).

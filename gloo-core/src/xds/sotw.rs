@@ -1,0 +1,730 @@
+//! State-of-the-world ADS, one [`SotwStream`] per gRPC stream: requests and snapshots in,
+//! responses and events out, no I/O.
+//!
+//! ```text
+//!  DiscoveryRequest ──► on_request ─┐                        ┌─► DiscoveryResponse (in order)
+//!                                   ├─► per type: subscription, in flight, sent, acked ─┤
+//!  Snapshot change ───► on_snapshot ┘                        └─► Event (sent, ACK, NACK)
+//! ```
+//!
+//! Every response of a type holds all of that type the stream is subscribed to (all of it for a
+//! wildcard CDS/LDS subscription, the named resources that exist otherwise), and its version is
+//! the hash of exactly that set. A request answers the in-flight response when its nonce is the
+//! last one sent for its type; any other non-empty nonce is stale and the request is ignored
+//! (Envoy repeats its whole subscription in the next one). The shared rules are in `protocol`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tracing::debug;
+
+use super::{
+    names_version,
+    protocol::{
+        blame, control_plane, is_wildcard_type, push_order, Event, Nonces, Output, Rejection,
+        Subscription, XdsError, ROUTING_TYPES,
+    },
+    Snapshot, XdsResource, CLUSTER,
+};
+
+/// The protocol state of one state-of-the-world ADS stream.
+#[derive(Debug, Default)]
+pub struct SotwStream {
+    node_id: Option<String>,
+    nonces: Nonces,
+    types: BTreeMap<String, TypeState>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    sub: Subscription,
+    /// The first request named nothing: a CDS/LDS wildcard until the client names something.
+    legacy_wildcard: bool,
+    /// The subscription changed since the last response: answer even if the version did not.
+    resubscribed: bool,
+    /// The version a reconnecting client said it holds, until its first response is decided.
+    resume_version: Option<String>,
+    last_nonce: Option<String>,
+    in_flight: bool,
+    /// What the last response held, in name order.
+    sent: Vec<Arc<XdsResource>>,
+    sent_version: Option<String>,
+    /// The last answer was a NACK of `sent_version`.
+    rejected: bool,
+    acked_version: Option<String>,
+    /// Names and versions as of the last ACK, to blame what changed when a NACK names nothing.
+    acked: BTreeMap<String, String>,
+    last_nack: Option<Rejection>,
+}
+
+impl SotwStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The node id of the first request that carried one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.node_id.as_deref()
+    }
+
+    pub fn acked_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.acked_version.as_deref()
+    }
+
+    pub fn sent_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.sent_version.as_deref()
+    }
+
+    pub fn last_nack(&self, type_url: &str) -> Option<&Rejection> {
+        self.types.get(type_url)?.last_nack.as_ref()
+    }
+
+    /// A request from Envoy: an initial request, an ACK or NACK, and/or a change of the names it
+    /// subscribes to.
+    pub fn on_request(
+        &mut self,
+        req: DiscoveryRequest,
+        snap: &Snapshot,
+    ) -> Result<Output<DiscoveryResponse>, XdsError> {
+        if req.type_url.is_empty() {
+            return Err(XdsError::MissingTypeUrl);
+        }
+        if self.node_id.is_none() {
+            if let Some(node) = &req.node {
+                self.node_id = Some(node.id.clone());
+            }
+        }
+        let mut out = Output::default();
+        let first = !self.types.contains_key(&req.type_url);
+        let st = self.types.entry(req.type_url.clone()).or_default();
+
+        // A nonce answers a response only if this stream sent one of this type; a client that
+        // brings a nonce from an earlier stream is making an initial request.
+        if !req.response_nonce.is_empty() && st.last_nonce.is_some() {
+            if st.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                debug!(type_url = %req.type_url, nonce = %req.response_nonce, "stale nonce, ignored");
+                return Ok(out);
+            }
+            if st.in_flight {
+                st.in_flight = false;
+                let version = st.sent_version.clone().unwrap_or_default();
+                match &req.error_detail {
+                    Some(status) => {
+                        let sent = pairs(&st.sent);
+                        let rejection = Rejection {
+                            type_url: req.type_url.clone(),
+                            version,
+                            message: status.message.clone(),
+                            resource_names: blame(&status.message, &sent, &st.acked),
+                        };
+                        st.rejected = true;
+                        st.last_nack = Some(rejection.clone());
+                        out.events.push(Event::Nacked(rejection));
+                    }
+                    None => {
+                        st.rejected = false;
+                        st.acked_version = Some(version.clone());
+                        st.acked = pairs(&st.sent).into_iter().collect();
+                        out.events.push(Event::Acked {
+                            type_url: req.type_url.clone(),
+                            version,
+                        });
+                    }
+                }
+            }
+        } else if first && !req.version_info.is_empty() {
+            st.resume_version = Some(req.version_info.clone());
+        }
+
+        st.resubscribe(&req.type_url, &req.resource_names, first);
+        self.flush(snap, &mut out);
+        Ok(out)
+    }
+
+    /// A new snapshot was published: push what changed for this stream.
+    pub fn on_snapshot(&mut self, snap: &Snapshot) -> Output<DiscoveryResponse> {
+        let mut out = Output::default();
+        self.flush(snap, &mut out);
+        out
+    }
+
+    /// Sends, in push order, every type whose content for this stream differs from what it was
+    /// last sent, unless it waits for an answer (which then holds the types after it).
+    fn flush(&mut self, snap: &Snapshot, out: &mut Output<DiscoveryResponse>) {
+        let routes_converged = self.routes_converged(snap);
+        let mut held = false;
+        for type_url in push_order(self.types.keys()) {
+            let st = self.types.get_mut(&type_url).expect("a known type");
+            if st.sub.is_empty() && st.sent_version.is_none() && !st.resubscribed {
+                continue;
+            }
+            let retain = type_url == CLUSTER && !routes_converged;
+            let desired = st.desired(&type_url, snap, retain);
+            let version = version_of(&desired);
+
+            if let Some(resume) = st.resume_version.take() {
+                if st.sent_version.is_none() && resume == version {
+                    // Envoy already holds exactly this: nothing to send, and it counts as ACKed.
+                    st.sent = desired;
+                    st.sent_version = Some(version.clone());
+                    st.acked_version = Some(version.clone());
+                    st.acked = pairs(&st.sent).into_iter().collect();
+                    st.resubscribed = false;
+                    out.events.push(Event::Resumed {
+                        type_url: type_url.clone(),
+                        version,
+                        resources: pairs(&st.sent),
+                    });
+                    continue;
+                }
+            }
+            let unchanged = st.sent_version.as_deref() == Some(version.as_str());
+            let needed = !unchanged || (st.resubscribed && !st.rejected);
+            if !needed {
+                st.resubscribed = false;
+                continue;
+            }
+            if held || st.in_flight {
+                held = true;
+                continue;
+            }
+            let nonce = self.nonces.next();
+            out.responses.push(DiscoveryResponse {
+                version_info: version.clone(),
+                resources: desired.iter().map(|r| r.any.clone()).collect(),
+                type_url: type_url.clone(),
+                nonce: nonce.clone(),
+                control_plane: control_plane(),
+                ..Default::default()
+            });
+            st.sent = desired;
+            st.sent_version = Some(version.clone());
+            st.last_nonce = Some(nonce.clone());
+            st.in_flight = true;
+            st.rejected = false;
+            st.resubscribed = false;
+            out.events.push(Event::Sent {
+                type_url,
+                version,
+                nonce,
+                resources: pairs(&st.sent),
+            });
+        }
+    }
+
+    /// Whether this stream's listeners and routes are ACKed at what the snapshot holds for it,
+    /// so no route of Envoy's can still name a cluster that left the snapshot.
+    fn routes_converged(&self, snap: &Snapshot) -> bool {
+        ROUTING_TYPES.iter().all(|t| match self.types.get(*t) {
+            None => true,
+            Some(st) if st.sub.is_empty() && st.sent_version.is_none() => true,
+            Some(st) => {
+                let version = version_of(&st.desired(t, snap, false));
+                !st.in_flight
+                    && st.sent_version.as_deref() == Some(version.as_str())
+                    && st.acked_version == st.sent_version
+            }
+        })
+    }
+}
+
+impl TypeState {
+    /// Applies the names of a request. The legacy wildcard (a CDS/LDS stream's first request
+    /// names nothing) lasts while requests keep naming nothing; `*` is an explicit wildcard.
+    fn resubscribe(&mut self, type_url: &str, names: &[String], first: bool) {
+        if first {
+            self.legacy_wildcard = names.is_empty() && is_wildcard_type(type_url);
+        } else if !names.is_empty() {
+            self.legacy_wildcard = false;
+        }
+        let sub = Subscription {
+            wildcard: self.legacy_wildcard || names.iter().any(|n| n == "*"),
+            names: names
+                .iter()
+                .filter(|n| *n != "*")
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+        };
+        if sub != self.sub {
+            self.sub = sub;
+            self.resubscribed = true;
+        }
+    }
+
+    /// What this stream should hold of `type_url`: the subscribed resources that exist, plus,
+    /// when `retain`, those it was sent that have since left the snapshot.
+    fn desired(&self, type_url: &str, snap: &Snapshot, retain: bool) -> Vec<Arc<XdsResource>> {
+        let mut desired: BTreeMap<&str, &Arc<XdsResource>> = BTreeMap::new();
+        let current = snap.of_type(type_url);
+        if let Some(current) = current {
+            if self.sub.wildcard {
+                desired.extend(current.iter().map(|(n, r)| (n.as_str(), r)));
+            } else {
+                for name in &self.sub.names {
+                    if let Some((n, r)) = current.get_key_value(name) {
+                        desired.insert(n.as_str(), r);
+                    }
+                }
+            }
+        }
+        if retain {
+            for r in &self.sent {
+                let gone = current.is_none_or(|c| !c.contains_key(&r.name));
+                if gone && self.sub.matches(&r.name) {
+                    desired.insert(r.name.as_str(), r);
+                }
+            }
+        }
+        desired.into_values().cloned().collect()
+    }
+}
+
+/// The version of a response: the hash of its resources' names and versions.
+fn version_of(resources: &[Arc<XdsResource>]) -> String {
+    names_version(
+        resources
+            .iter()
+            .map(|r| (r.name.as_str(), r.version.as_str())),
+    )
+}
+
+fn pairs(resources: &[Arc<XdsResource>]) -> Vec<(String, String)> {
+    resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::{envoy::config::core::v3::Node, google::rpc::Status};
+
+    use super::*;
+    use crate::xds::{fixtures::*, ENDPOINT, LISTENER, ROUTE};
+
+    fn request(type_url: &str, names: &[&str]) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            node: Some(Node {
+                id: "node-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: resp.version_info.clone(),
+            response_nonce: resp.nonce.clone(),
+            ..request(&resp.type_url, names)
+        }
+    }
+
+    fn nack(resp: &DiscoveryResponse, names: &[&str], previous: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            version_info: previous.into(),
+            response_nonce: resp.nonce.clone(),
+            error_detail: Some(Status {
+                code: 3,
+                message: "boom".into(),
+                ..Default::default()
+            }),
+            ..request(&resp.type_url, names)
+        }
+    }
+
+    fn one(out: Output<DiscoveryResponse>) -> DiscoveryResponse {
+        assert_eq!(out.responses.len(), 1, "{:?}", out.responses);
+        out.responses.into_iter().next().unwrap()
+    }
+
+    fn names(resp: &DiscoveryResponse) -> Vec<String> {
+        names_in(&resp.type_url, &resp.resources)
+    }
+
+    /// A stream that has subscribed to and ACKed all four types of `snap`.
+    fn converged(snap: &Snapshot, eds: &[&str], rds: &[&str]) -> SotwStream {
+        let mut s = SotwStream::new();
+        for (t, n) in [
+            (CLUSTER, &[][..]),
+            (ENDPOINT, eds),
+            (LISTENER, &[][..]),
+            (ROUTE, rds),
+        ] {
+            if n.is_empty() && (t == ENDPOINT || t == ROUTE) {
+                continue;
+            }
+            let r = one(s.on_request(request(t, n), snap).unwrap());
+            let out = s.on_request(ack(&r, n), snap).unwrap();
+            assert!(out.responses.is_empty());
+        }
+        s
+    }
+
+    #[test]
+    fn ack_records_version() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        assert_eq!(r.version_info, snap.type_version(CLUSTER));
+        assert_eq!(s.acked_version(CLUSTER), None);
+        let out = s.on_request(ack(&r, &[]), &snap).unwrap();
+        assert!(out.responses.is_empty());
+        assert_eq!(
+            out.events,
+            [Event::Acked {
+                type_url: CLUSTER.into(),
+                version: r.version_info.clone()
+            }]
+        );
+        assert_eq!(s.acked_version(CLUSTER), Some(r.version_info.as_str()));
+        assert_eq!(s.node_id(), Some("node-1"));
+    }
+
+    #[test]
+    fn nack_is_not_resent() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        let out = s.on_request(nack(&r, &[], ""), &snap).unwrap();
+        assert!(out.responses.is_empty());
+        let Event::Nacked(rej) = &out.events[0] else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(rej.version, r.version_info);
+        assert_eq!(rej.message, "boom");
+        assert_eq!(rej.resource_names, ["a"]);
+        assert_eq!(s.last_nack(CLUSTER), Some(rej));
+        assert_eq!(s.acked_version(CLUSTER), None);
+        // The same snapshot again, or an identical one, sends nothing.
+        assert!(s.on_snapshot(&snap).responses.is_empty());
+        assert!(s
+            .on_snapshot(&snapshot([cluster("a")]))
+            .responses
+            .is_empty());
+    }
+
+    #[test]
+    fn nack_then_new_snapshot_is_sent() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        s.on_request(nack(&r, &[], ""), &snap).unwrap();
+        let fixed = snapshot([cluster_v("a", "fixed")]);
+        let r2 = one(s.on_snapshot(&fixed));
+        assert_eq!(r2.version_info, fixed.type_version(CLUSTER));
+        assert_ne!(r2.nonce, r.nonce);
+        s.on_request(ack(&r2, &[]), &fixed).unwrap();
+        assert_eq!(s.acked_version(CLUSTER), Some(r2.version_info.as_str()));
+    }
+
+    #[test]
+    fn nack_blames_what_changed_since_the_last_ack() {
+        let snap = snapshot([cluster("a"), cluster("b")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        s.on_request(ack(&r, &[]), &snap).unwrap();
+        let next = snapshot([cluster("a"), cluster_v("b", "bad")]);
+        let r2 = one(s.on_snapshot(&next));
+        let out = s
+            .on_request(nack(&r2, &[], &r.version_info), &next)
+            .unwrap();
+        let Event::Nacked(rej) = &out.events[0] else {
+            panic!("{:?}", out.events)
+        };
+        assert_eq!(rej.resource_names, ["b"]);
+    }
+
+    #[test]
+    fn stale_nonce_is_ignored() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        s.on_request(ack(&r, &[]), &snap).unwrap();
+        let next = snapshot([cluster("a"), cluster("b")]);
+        let r2 = one(s.on_snapshot(&next));
+        // A NACK (or anything) carrying the older nonce is ignored.
+        let out = s.on_request(nack(&r, &[], ""), &next).unwrap();
+        assert!(out.responses.is_empty() && out.events.is_empty());
+        assert_eq!(s.acked_version(CLUSTER), Some(r.version_info.as_str()));
+        let out = s.on_request(ack(&r2, &[]), &next).unwrap();
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(s.acked_version(CLUSTER), Some(r2.version_info.as_str()));
+    }
+
+    #[test]
+    fn nonce_of_an_earlier_stream_is_an_initial_request() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let req = DiscoveryRequest {
+            version_info: "old".into(),
+            response_nonce: "42".into(),
+            ..request(CLUSTER, &[])
+        };
+        assert_eq!(names(&one(s.on_request(req, &snap).unwrap())), ["a"]);
+    }
+
+    #[test]
+    fn change_while_in_flight_waits_for_the_answer() {
+        let snap = snapshot([cluster("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(CLUSTER, &[]), &snap).unwrap());
+        let next = snapshot([cluster("a"), cluster("b")]);
+        assert!(s.on_snapshot(&next).responses.is_empty());
+        let r2 = one(s.on_request(ack(&r, &[]), &next).unwrap());
+        assert_eq!(names(&r2), ["a", "b"]);
+    }
+
+    #[test]
+    fn reconnect_with_current_version_gets_nothing_new() {
+        let snap = snapshot([cluster("a"), endpoints("a"), listener("l")]);
+        let mut s = SotwStream::new();
+        let reconnect = |t: &str, names: &[&str], version: String| DiscoveryRequest {
+            version_info: version,
+            ..request(t, names)
+        };
+        let out = s
+            .on_request(reconnect(CLUSTER, &[], snap.type_version(CLUSTER)), &snap)
+            .unwrap();
+        assert!(out.responses.is_empty());
+        assert!(matches!(&out.events[..], [Event::Resumed { .. }]));
+        assert_eq!(
+            s.acked_version(CLUSTER),
+            Some(snap.type_version(CLUSTER).as_str())
+        );
+        let out = s
+            .on_request(
+                reconnect(ENDPOINT, &["a"], snap.type_version(ENDPOINT)),
+                &snap,
+            )
+            .unwrap();
+        assert!(out.responses.is_empty());
+        // An older version is answered with the current one.
+        let r = one(s
+            .on_request(reconnect(LISTENER, &[], "old".into()), &snap)
+            .unwrap());
+        assert_eq!(names(&r), ["l"]);
+        s.on_request(ack(&r, &[]), &snap).unwrap();
+        // And the resumed types follow later changes as usual.
+        let next = snapshot([cluster("a"), cluster("b"), endpoints("a"), listener("l")]);
+        assert_eq!(names(&one(s.on_snapshot(&next))), ["a", "b"]);
+    }
+
+    #[test]
+    fn unsubscribe_then_resubscribe() {
+        let snap = snapshot([endpoints("a"), endpoints("b")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ENDPOINT, &["a", "b"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a", "b"]);
+        let r = one(s.on_request(ack(&r, &["a"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a"]);
+        let r = one(s.on_request(ack(&r, &["a", "b"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a", "b"]);
+        assert!(s
+            .on_request(ack(&r, &["a", "b"]), &snap)
+            .unwrap()
+            .responses
+            .is_empty());
+    }
+
+    #[test]
+    fn resubscribe_resends_even_at_the_same_version() {
+        // Envoy dropped "a" (its cluster went away and came back): it must get it again.
+        let snap = snapshot([endpoints("a")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ENDPOINT, &["a"]), &snap).unwrap());
+        let r = one(s.on_request(ack(&r, &[]), &snap).unwrap());
+        assert!(names(&r).is_empty());
+        let r = one(s.on_request(ack(&r, &["a"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a"]);
+    }
+
+    #[test]
+    fn wildcard_vs_named() {
+        let snap = snapshot([cluster("a"), cluster("b"), endpoints("a"), endpoints("b")]);
+        let mut s = SotwStream::new();
+        assert_eq!(
+            names(&one(s.on_request(request(CLUSTER, &[]), &snap).unwrap())),
+            ["a", "b"]
+        );
+        // EDS is never a wildcard: naming nothing gets nothing.
+        assert!(s
+            .on_request(request(ENDPOINT, &[]), &snap)
+            .unwrap()
+            .responses
+            .is_empty());
+
+        let mut s = SotwStream::new();
+        let r = one(s
+            .on_request(request(CLUSTER, &["a", "missing"]), &snap)
+            .unwrap());
+        assert_eq!(names(&r), ["a"]);
+        // Once names were given, naming nothing unsubscribes from everything.
+        let r = one(s.on_request(ack(&r, &[]), &snap).unwrap());
+        assert!(names(&r).is_empty());
+        // "*" subscribes to everything explicitly.
+        let r = one(s.on_request(ack(&r, &["*"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a", "b"]);
+
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ENDPOINT, &["b"]), &snap).unwrap());
+        assert_eq!(names(&r), ["b"]);
+        assert_eq!(
+            r.version_info,
+            names_version([("b", snap.of_type(ENDPOINT).unwrap()["b"].version.as_str())])
+        );
+    }
+
+    #[test]
+    fn push_order_is_cds_eds_lds_rds() {
+        let snap = snapshot([
+            cluster("a"),
+            endpoints("a"),
+            listener("l"),
+            routes("r", "x"),
+        ]);
+        let mut s = converged(&snap, &["a"], &["r"]);
+        let next = snapshot([
+            cluster_v("a", "2"),
+            endpoints_v("a", 2),
+            listener_v("l", "2"),
+            routes("r", "y"),
+        ]);
+        let out = s.on_snapshot(&next);
+        let types: Vec<&str> = out.responses.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ENDPOINT, LISTENER, ROUTE]);
+    }
+
+    #[test]
+    fn routes_wait_for_an_unanswered_cluster_update() {
+        let snap = snapshot([cluster("a"), listener("l"), routes("r", "x")]);
+        let mut s = converged(&snap, &[], &["r"]);
+        let v2 = snapshot([cluster("a"), cluster("b"), listener("l"), routes("r", "x")]);
+        let cds = one(s.on_snapshot(&v2));
+        // Clusters change again, routes too, while the first CDS push is unanswered: nothing
+        // may overtake it.
+        let v3 = snapshot([
+            cluster("a"),
+            cluster("b"),
+            cluster("c"),
+            listener("l"),
+            routes("r", "c"),
+        ]);
+        assert!(s.on_snapshot(&v3).responses.is_empty());
+        let out = s.on_request(ack(&cds, &[]), &v3).unwrap();
+        let types: Vec<&str> = out.responses.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(types, [CLUSTER, ROUTE]);
+    }
+
+    #[test]
+    fn stale_clusters_removed_after_routes_ack() {
+        let snap = snapshot([
+            cluster("a"),
+            cluster("b"),
+            listener("l"),
+            routes("r", "to-b"),
+        ]);
+        let mut s = converged(&snap, &[], &["r"]);
+        // "b" leaves, "c" arrives, and the route that used "b" now uses "c".
+        let next = snapshot([
+            cluster("a"),
+            cluster("c"),
+            listener("l"),
+            routes("r", "to-c"),
+        ]);
+        let out = s.on_snapshot(&next);
+        assert_eq!(out.responses.len(), 2);
+        let (cds, rds) = (&out.responses[0], &out.responses[1]);
+        assert_eq!(cds.type_url, CLUSTER);
+        assert_eq!(rds.type_url, ROUTE);
+        assert_eq!(names(cds), ["a", "b", "c"]);
+        assert!(s
+            .on_request(ack(cds, &[]), &next)
+            .unwrap()
+            .responses
+            .is_empty());
+        // Routes ACKed at the new version: now "b" goes.
+        let cleanup = one(s.on_request(ack(rds, &["r"]), &next).unwrap());
+        assert_eq!(cleanup.type_url, CLUSTER);
+        assert_eq!(names(&cleanup), ["a", "c"]);
+        assert_eq!(cleanup.version_info, next.type_version(CLUSTER));
+    }
+
+    #[test]
+    fn removal_alone_waits_for_routes() {
+        let snap = snapshot([
+            cluster("a"),
+            cluster("b"),
+            listener("l"),
+            routes("r", "to-b"),
+        ]);
+        let mut s = converged(&snap, &[], &["r"]);
+        let next = snapshot([cluster("a"), listener("l"), routes("r", "to-a")]);
+        // Keeping "b" leaves CDS as it was: only the routes go out.
+        let rds = one(s.on_snapshot(&next));
+        assert_eq!(rds.type_url, ROUTE);
+        let cleanup = one(s.on_request(ack(&rds, &["r"]), &next).unwrap());
+        assert_eq!(names(&cleanup), ["a"]);
+    }
+
+    #[test]
+    fn stale_clusters_kept_while_routes_are_nacked() {
+        let snap = snapshot([
+            cluster("a"),
+            cluster("b"),
+            listener("l"),
+            routes("r", "to-b"),
+        ]);
+        let mut s = converged(&snap, &[], &["r"]);
+        let next = snapshot([cluster("a"), listener("l"), routes("r", "bad")]);
+        let rds = one(s.on_snapshot(&next));
+        let out = s
+            .on_request(nack(&rds, &["r"], &snap.type_version(ROUTE)), &next)
+            .unwrap();
+        // Envoy still routes with the old routes, which may name "b".
+        assert!(out.responses.is_empty());
+        let fixed = snapshot([cluster("a"), listener("l"), routes("r", "good")]);
+        let rds = one(s.on_snapshot(&fixed));
+        assert_eq!(rds.type_url, ROUTE);
+        let cleanup = one(s.on_request(ack(&rds, &["r"]), &fixed).unwrap());
+        assert_eq!(names(&cleanup), ["a"]);
+    }
+
+    #[test]
+    fn removed_cluster_without_route_change_goes_at_once() {
+        let snap = snapshot([cluster("a"), cluster("b"), listener("l"), routes("r", "x")]);
+        let mut s = converged(&snap, &[], &["r"]);
+        let next = snapshot([cluster("a"), listener("l"), routes("r", "x")]);
+        assert_eq!(names(&one(s.on_snapshot(&next))), ["a"]);
+    }
+
+    #[test]
+    fn identical_snapshot_pushes_nothing() {
+        let snap = snapshot([
+            cluster("a"),
+            endpoints("a"),
+            listener("l"),
+            routes("r", "x"),
+        ]);
+        let mut s = converged(&snap, &["a"], &["r"]);
+        let same = snapshot([
+            cluster("a"),
+            endpoints("a"),
+            listener("l"),
+            routes("r", "x"),
+        ]);
+        let out = s.on_snapshot(&same);
+        assert!(out.responses.is_empty() && out.events.is_empty());
+    }
+
+    #[test]
+    fn missing_type_url_is_an_error() {
+        let mut s = SotwStream::new();
+        assert!(matches!(
+            s.on_request(DiscoveryRequest::default(), &Snapshot::default()),
+            Err(XdsError::MissingTypeUrl)
+        ));
+    }
+}
