@@ -46,14 +46,34 @@ export PATH="$REPO/.venv/bin:$PATH"
 GLOO_ENVOY_BIN="$(echo "$REPO"/.venv/lib/python3*/site-packages/envoy/_bin/envoy)"
 export GLOO_ENVOY_BIN
 
-# ---------------------------------------------------------------------------
-# TODO(later): start Envoy and the discovery services here.
-#   - Envoy: "$GLOO_ENVOY_BIN" -c <bootstrap pointing at gloo-core's xDS port>
-#   - discovery services (function discovery, upstream discovery, ...)
-# Once anything is started in the background, replace the `exec` below with a
-# supervised start (`gloo-core ... & wait`, plus a `trap` that stops the
-# background processes by their PIDs on EXIT/INT/TERM) so nothing is orphaned.
-# ---------------------------------------------------------------------------
+ENVOY_ADMIN_PORT="${GLOO_ENVOY_ADMIN_PORT:-19000}"
+XDS_PORT="${GLOO_XDS_PORT:-9977}"
+BOOTSTRAP="$DATA_DIR/envoy-bootstrap.yaml"
+sed -e "s/port_value: 9977/port_value: $XDS_PORT/" \
+    -e "s/port_value: 19000/port_value: $ENVOY_ADMIN_PORT/" \
+    "$REPO/deploy/envoy/bootstrap.yaml" > "$BOOTSTRAP"
 
-echo "run.sh: exec $GLOO_CORE --data-dir $DATA_DIR --tokens-file $TOKENS_FILE $*" >&2
-exec "$GLOO_CORE" --data-dir "$DATA_DIR" --tokens-file "$TOKENS_FILE" "$@"
+# gloo-core and Envoy run together; stopping this script (Ctrl-C, SIGTERM) stops both, and
+# if either exits, the other is stopped too.
+pids=()
+cleanup() {
+    trap - EXIT INT TERM
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "run.sh: gloo-core --data-dir $DATA_DIR --tokens-file $TOKENS_FILE --xds-listen 127.0.0.1:$XDS_PORT $*" >&2
+"$GLOO_CORE" --data-dir "$DATA_DIR" --tokens-file "$TOKENS_FILE" \
+    --xds-listen "127.0.0.1:$XDS_PORT" "$@" &
+pids+=($!)
+echo "run.sh: envoy -c $BOOTSTRAP (admin on 127.0.0.1:$ENVOY_ADMIN_PORT)" >&2
+"$GLOO_ENVOY_BIN" -c "$BOOTSTRAP" --base-id "$ENVOY_ADMIN_PORT" --log-level warn &
+pids+=($!)
+echo "run.sh: apply a Gateway (see examples/petstore.yaml) to open a listener" >&2
+
+# Whichever stops first ends the run.
+wait -n "${pids[@]}"
+status=$?
+echo "run.sh: a process exited (status $status); stopping the rest" >&2
+exit "$status"

@@ -140,12 +140,7 @@ impl Controller {
                         Ok(batch) if batch.iter().all(|e| e.status_only) => continue,
                         Ok(_) | Err(_) => {
                             // Take whatever else is already queued into the same pass.
-                            loop {
-                                match events.try_recv() {
-                                    Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
-                                    Err(_) => break,
-                                }
-                            }
+                            while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
                             break;
                         }
                     },

@@ -118,9 +118,9 @@ pub fn merge_sync(
         }
     }
     for (path, value) in desired {
-        if !fields.contains_key(&path) {
-            out.insert(path.clone(), owner.to_string());
-            fields.insert(path, value);
+        if let std::collections::btree_map::Entry::Vacant(e) = fields.entry(path) {
+            out.insert(e.key().clone(), owner.to_string());
+            e.insert(value);
         }
     }
     (fields, out)

@@ -77,6 +77,10 @@ pub struct ApplyOptions {
     pub draft: bool,
 }
 
+/// An item of a Sync after its structural checks: its key, or why it is refused (with its key
+/// when it has one, so that a refused item is never taken for a vanished one).
+type Checked = Result<Key, (Option<Key>, String)>;
+
 pub struct ApplyOutcome {
     pub resource: Arc<Resource>,
     pub created: bool,
@@ -307,7 +311,7 @@ impl Storage {
                     .unwrap_or_else(pending),
             );
             let created = current.is_none();
-            let writes = vec![Write::Put(r.clone())];
+            let writes = vec![Write::Put(Box::new(r.clone()))];
             if !opts.draft {
                 self.validate(state, &writes)?;
             }
@@ -369,7 +373,7 @@ impl Storage {
             }
             let mut r = (**current).clone();
             r.status = Some(status);
-            Ok((vec![Write::Put(r)], current.clone()))
+            Ok((vec![Write::Put(Box::new(r))], current.clone()))
         })?;
         Ok(match events.into_iter().next() {
             Some(e) => (e.resource, false),
@@ -400,7 +404,7 @@ impl Storage {
                 }
                 let mut r = (**current).clone();
                 r.status = Some(status);
-                writes.push(Write::Put(r));
+                writes.push(Write::Put(Box::new(r)));
             }
             Ok::<_, Error>((writes, ()))
         })?;
@@ -428,7 +432,7 @@ impl Storage {
             who.can_write(*k, &owner).map_err(Error::Denied)?;
         }
         // Structural checks need no store state: do them before taking the writer lock.
-        let items: Vec<(usize, Result<Key, (Option<Key>, String)>, Resource)> = req
+        let items: Vec<(usize, Checked, Resource)> = req
             .resources
             .into_iter()
             .enumerate()
@@ -496,7 +500,7 @@ impl Storage {
                         meta.field_managers = fields::update(None, &content.fields(), &owner);
                         meta.generation = 1;
                         r.status = Some(pending());
-                        writes.push(Write::Put(r));
+                        writes.push(Write::Put(Box::new(r)));
                         resp.created += 1;
                     }
                     Some(c) if owner_of(c) != owner => {
@@ -541,7 +545,7 @@ impl Storage {
                         meta.annotations = merged.annotations;
                         meta.field_managers = managers;
                         next.spec = Some(merged.spec);
-                        writes.push(Write::Put(next));
+                        writes.push(Write::Put(Box::new(next)));
                         resp.updated += 1;
                     }
                 }

@@ -44,7 +44,7 @@ pub struct Event {
 }
 
 pub enum Write {
-    Put(Resource),
+    Put(Box<Resource>),
     Delete(Key),
 }
 
@@ -203,7 +203,7 @@ fn to_events(state: &State, writes: Vec<Write>) -> Vec<Event> {
                 } else {
                     EventType::Added
                 };
-                (kind, r, status_only)
+                (kind, *r, status_only)
             }
             Write::Delete(key) => match state.objects.get(&key) {
                 Some(r) => (EventType::Deleted, (**r).clone(), false),
@@ -272,8 +272,8 @@ pub(crate) mod tests {
             let ev = put(
                 &store,
                 vec![
-                    Write::Put(upstream("a", "x")),
-                    Write::Put(upstream("a", "y")),
+                    Write::Put(Box::new(upstream("a", "x"))),
+                    Write::Put(Box::new(upstream("a", "y"))),
                 ],
             );
             assert_eq!(
@@ -305,7 +305,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(Box::new(redb::RedbBackend::open(dir.path(), 5).unwrap())).unwrap();
         for i in 0..20 {
-            put(&store, vec![Write::Put(upstream("a", &format!("u{i}")))]);
+            put(
+                &store,
+                vec![Write::Put(Box::new(upstream("a", &format!("u{i}"))))],
+            );
         }
         assert!(matches!(
             store.events_since(2),

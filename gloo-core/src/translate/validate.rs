@@ -19,7 +19,7 @@ pub fn validate(state: &store::State, writes: &[Write]) -> Result<(), String> {
         match w {
             Write::Put(r) => {
                 if let Some(k) = Key::of(r) {
-                    after.objects.insert(k.clone(), Arc::new(r.clone()));
+                    after.objects.insert(k.clone(), Arc::new((**r).clone()));
                     written.push(k);
                 }
             }
