@@ -26,7 +26,7 @@ use crate::{
     resource::Key,
     storage::Storage,
     store::Store,
-    translate::{translate, Input, Translation},
+    translate::{Input, Translation, Translator},
     xds::{cache::SnapshotPublisher, nodes::Nack, Snapshot},
 };
 
@@ -108,13 +108,22 @@ impl Controller {
         let identity = Identity::internal(REPORTER);
         let mut events = self.store.subscribe();
         let mut rejections = Rejections::default();
+        // Kept across passes: it reuses what did not change.
+        let mut translator: Option<Translator> = None;
         loop {
             let started = Instant::now();
             let input = Input::from_state(&self.store.read());
-            let Ok(t) = tokio::task::spawn_blocking(move || translate(&input)).await else {
-                warn!("translation pass panicked; waiting for the next change");
+            let mut tr = translator.take().unwrap_or_default();
+            let pass = tokio::task::spawn_blocking(move || {
+                let t = tr.translate(&input);
+                (tr, t)
+            })
+            .await;
+            let Ok((tr, t)) = pass else {
+                warn!("translation pass panicked; starting again from scratch");
                 continue;
             };
+            translator = Some(tr);
             self.metrics.passes.inc();
             self.metrics
                 .duration

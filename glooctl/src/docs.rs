@@ -177,7 +177,7 @@ struct InDoc<S> {
     _status: Option<IgnoredAny>,
 }
 
-/// `metadata`, in and out. The store sets `resourceVersion`, `generation` and
+/// `metadata`, in and out. The store sets `resourceVersion`, `generation`, `uid` and
 /// `fieldManagers`; they are accepted on input so that `get -o yaml` output applies again.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -197,6 +197,8 @@ pub struct DocMetadata {
     pub owner: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_managers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uid: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -214,6 +216,7 @@ impl DocMetadata {
             generation: self.generation,
             owner: self.owner,
             field_managers: self.field_managers.into_iter().collect(),
+            uid: self.uid,
         }
     }
 
@@ -227,6 +230,7 @@ impl DocMetadata {
             generation: m.generation,
             owner: m.owner.clone(),
             field_managers: m.field_managers.clone().into_iter().collect(),
+            uid: m.uid,
         }
     }
 }

@@ -305,6 +305,9 @@ impl Storage {
                 }
             };
             meta.resource_version = current.map_or(0, |c| rv(c));
+            meta.uid = current
+                .and_then(|c| c.metadata.as_ref())
+                .map_or(0, |m| m.uid);
             r.status = Some(
                 current
                     .and_then(|c| c.status.clone())

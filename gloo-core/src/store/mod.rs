@@ -211,10 +211,11 @@ fn to_events(state: &State, writes: Vec<Write>) -> Vec<Event> {
             },
         };
         revision += 1;
-        resource
-            .metadata
-            .get_or_insert_with(Default::default)
-            .resource_version = revision;
+        let meta = resource.metadata.get_or_insert_with(Default::default);
+        meta.resource_version = revision;
+        if kind == EventType::Added {
+            meta.uid = revision;
+        }
         events.push(Event {
             revision,
             kind,

@@ -2,13 +2,16 @@
 //! its routes from RDS (never inline, so a route edit never drains the listener), with the HTTP
 //! filters the plugins ask for, router last; and one RouteConfiguration holding a virtual host
 //! per VirtualService it serves.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{address, socket_address, Address, SocketAddress},
         listener::v3::{filter, Filter, FilterChain, Listener},
-        route::v3::{Route as EnvoyRoute, RouteConfiguration},
+        route::v3::RouteConfiguration,
     },
     extensions::filters::{
         http::router::v3::Router,
@@ -22,20 +25,23 @@ use proto::v1::{resource::Spec, GatewaySpec, Kind};
 
 use super::{
     names,
-    plugins::{Plugin, Stage},
+    plugins::Stage,
     routes::VirtualHostOut,
     upstreams::{ads, any},
     Context, Reporter,
 };
-use crate::{resource::Key, xds::XdsResource};
+use crate::{
+    resource::Key,
+    xds::{self, XdsResource},
+};
 
 /// The VirtualServices a gateway serves, in key order.
 fn served<'v>(
     gw_key: &Key,
     gw: &GatewaySpec,
-    vhosts: &'v [VirtualHostOut],
+    vhosts: &'v [Arc<VirtualHostOut>],
     reporter: &mut Reporter,
-) -> Vec<&'v VirtualHostOut> {
+) -> Vec<&'v Arc<VirtualHostOut>> {
     if gw.virtual_services.is_empty() {
         return vhosts.iter().collect();
     }
@@ -62,15 +68,14 @@ fn served<'v>(
     out
 }
 
-fn http_filters(plugins: &[Box<dyn Plugin>], routes: &[&EnvoyRoute]) -> Vec<HttpFilter> {
-    let mut staged: Vec<(Stage, usize, HttpFilter)> = Vec::new();
-    for (i, p) in plugins.iter().enumerate() {
-        for (stage, f) in p.http_filters(routes) {
-            staged.push((stage, i, f));
-        }
-    }
-    staged.sort_by_key(|(stage, i, _)| (*stage, *i));
-    let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f).collect();
+/// The filters the served virtual hosts asked for (once each, by stage then plugin order),
+/// router last.
+fn http_filters(vhosts: &[&Arc<VirtualHostOut>]) -> Vec<HttpFilter> {
+    let mut staged: Vec<&(Stage, usize, HttpFilter)> =
+        vhosts.iter().flat_map(|v| v.filters.iter()).collect();
+    staged.sort_by_key(|(stage, i, f)| (*stage, *i, f.name.clone()));
+    staged.dedup_by(|a, b| a.2.name == b.2.name);
+    let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f.clone()).collect();
     filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -81,14 +86,45 @@ fn http_filters(plugins: &[Box<dyn Plugin>], routes: &[&EnvoyRoute]) -> Vec<Http
     filters
 }
 
+/// A RouteConfiguration built from already encoded virtual hosts: a message's repeated field
+/// is the concatenation of its elements, so nothing is encoded again. Its version is a hash of
+/// its name and its virtual hosts' versions.
+fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResource {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let mut value =
+        Vec::with_capacity(name.len() + vhosts.iter().map(|v| v.encoded.len() + 8).sum::<usize>());
+    if !name.is_empty() {
+        prost::encoding::string::encode(1, &name.to_string(), &mut value);
+    }
+    for v in vhosts {
+        encode_key(2, WireType::LengthDelimited, &mut value);
+        encode_varint(v.encoded.len() as u64, &mut value);
+        value.extend_from_slice(&v.encoded);
+    }
+    let version = xds::names_version(
+        std::iter::once((name, "")).chain(
+            vhosts
+                .iter()
+                .map(|v| (v.key.name.as_str(), v.version.as_str())),
+        ),
+    );
+    XdsResource {
+        name: name.to_string(),
+        version,
+        any: envoy_types::pb::google::protobuf::Any {
+            type_url: <RouteConfiguration as prost::Name>::type_url(),
+            value,
+        },
+    }
+}
+
 pub fn translate(
     ctx: &Context<'_>,
-    plugins: &[Box<dyn Plugin>],
-    vhosts: &[VirtualHostOut],
+    vhosts: &[Arc<VirtualHostOut>],
     reporter: &mut Reporter,
 ) -> (
-    Vec<XdsResource>,
-    Vec<XdsResource>,
+    Vec<Arc<XdsResource>>,
+    Vec<Arc<XdsResource>>,
     BTreeMap<String, Vec<Key>>,
 ) {
     let gateways: Vec<(&Key, &GatewaySpec)> = ctx
@@ -161,8 +197,6 @@ pub fn translate(
             .into_iter()
             .filter(|v| !rejected_vs.contains(&v.key))
             .collect();
-        let vhosts: Vec<_> = list.iter().map(|v| v.vhost.clone()).collect();
-        let routes: Vec<&EnvoyRoute> = vhosts.iter().flat_map(|v| v.routes.iter()).collect();
         let listener_name = names::listener(&key.namespace, &key.name);
         let rc_name = names::route_config(&key.namespace, &key.name);
         let hcm = HttpConnectionManager {
@@ -172,7 +206,7 @@ pub fn translate(
                 config_source: Some(ads()),
                 route_config_name: rc_name.clone(),
             })),
-            http_filters: http_filters(plugins, &routes),
+            http_filters: http_filters(&list),
             ..Default::default()
         };
         let listener = Listener {
@@ -193,17 +227,12 @@ pub fn translate(
             }],
             ..Default::default()
         };
-        let rc = RouteConfiguration {
-            name: rc_name.clone(),
-            virtual_hosts: vhosts,
-            ..Default::default()
-        };
         origins.insert(listener_name.clone(), vec![key.clone()]);
         let mut rc_origins = vec![key.clone()];
         rc_origins.extend(list.iter().map(|v| v.key.clone()));
         origins.insert(rc_name.clone(), rc_origins);
-        listeners.push(XdsResource::new(listener_name, &listener));
-        route_configs.push(XdsResource::new(rc_name, &rc));
+        listeners.push(Arc::new(XdsResource::new(listener_name, &listener)));
+        route_configs.push(Arc::new(route_configuration(&rc_name, &list)));
     }
     (listeners, route_configs, origins)
 }

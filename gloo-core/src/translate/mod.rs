@@ -152,6 +152,19 @@ pub mod names {
     }
 }
 
+/// Names one version of an object's spec: (uid, generation). Status writes leave it alone.
+pub type Stamp = (u64, u64);
+
+/// What a cached translation read, flattened: stamps (0, 0 when absent) and flags. Equal deps
+/// mean an equal result.
+pub type Deps = Vec<Option<Stamp>>;
+
+pub fn stamp(r: &Resource) -> Stamp {
+    r.metadata
+        .as_ref()
+        .map_or((0, 0), |m| (m.uid, m.generation))
+}
+
 /// Indexes over the input that the steps share.
 pub struct Context<'a> {
     pub input: &'a Input,
@@ -172,6 +185,10 @@ impl<'a> Context<'a> {
         self.input.objects.get(&Key::new(kind, namespace, name))
     }
 
+    pub fn stamp(&self, kind: Kind, namespace: &str, name: &str) -> Option<Stamp> {
+        self.get(kind, namespace, name).map(|r| stamp(r))
+    }
+
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a proto::v1::SecretSpec> {
         match self.get(Kind::Secret, namespace, name)?.spec.as_ref()? {
             Spec::Secret(s) => Some(s),
@@ -180,48 +197,74 @@ impl<'a> Context<'a> {
     }
 }
 
-/// Translates everything with the default plugins.
+/// Translates everything with the default plugins, from scratch.
 pub fn translate(input: &Input) -> Translation {
-    translate_with(input, &plugins::defaults())
+    Translator::new().translate(input)
 }
 
-pub fn translate_with(input: &Input, plugins: &[Box<dyn plugins::Plugin>]) -> Translation {
-    let ctx = Context::new(input);
-    let mut reporter = Reporter::default();
-    for key in input.objects.keys() {
-        reporter.accept(key);
-    }
-    let mut snapshot = xds::Snapshot::default();
+/// A translator that remembers each Upstream's and VirtualService's last translation with the
+/// stamps of what it read, and reuses it while those are unchanged: a pass after a small change
+/// rebuilds and re-encodes only what the change touches.
+pub struct Translator {
+    plugins: Vec<Box<dyn plugins::Plugin>>,
+    upstreams: HashMap<Key, upstreams::UpstreamEntry>,
+    vhosts: HashMap<Key, routes::VhostEntry>,
+}
 
-    // 1. Upstreams → clusters; 2. their endpoints.
-    let (clusters, endpoints) = upstreams::translate(&ctx, plugins, &mut reporter);
-    // 3. VirtualServices → virtual hosts (a Rejected one is left out).
-    let vhosts = routes::translate(&ctx, plugins, &mut reporter);
-    // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.
-    let (listeners, route_configs, mut origins) =
-        listeners::translate(&ctx, plugins, &vhosts, &mut reporter);
-    for (key, _) in input.of_kind(Kind::Upstream) {
-        origins.insert(names::cluster(&key.namespace, &key.name), vec![key.clone()]);
+impl Default for Translator {
+    fn default() -> Self {
+        Translator::new()
+    }
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Translator::with_plugins(plugins::defaults())
     }
 
-    for (url, items) in [
-        (xds::CLUSTER, clusters),
-        (xds::ENDPOINT, endpoints),
-        (xds::LISTENER, listeners),
-        (xds::ROUTE, route_configs),
-    ] {
-        snapshot.resources.insert(
-            url,
-            items
-                .into_iter()
-                .map(|r| (r.name.clone(), Arc::new(r)))
-                .collect(),
-        );
+    pub fn with_plugins(plugins: Vec<Box<dyn plugins::Plugin>>) -> Self {
+        Translator {
+            plugins,
+            upstreams: HashMap::new(),
+            vhosts: HashMap::new(),
+        }
     }
-    Translation {
-        snapshot,
-        reports: reporter.into_reports(),
-        origins,
+
+    pub fn translate(&mut self, input: &Input) -> Translation {
+        let ctx = Context::new(input);
+        let mut reporter = Reporter::default();
+        for key in input.objects.keys() {
+            reporter.accept(key);
+        }
+        let plugins = &self.plugins;
+        // 1. Upstreams → clusters; 2. their endpoints.
+        let (clusters, endpoints) =
+            upstreams::translate(&ctx, plugins, &mut reporter, &mut self.upstreams);
+        // 3. VirtualServices → virtual hosts (a Rejected one is left out).
+        let vhosts = routes::translate(&ctx, plugins, &mut reporter, &mut self.vhosts);
+        // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.
+        let (listeners, route_configs, mut origins) =
+            listeners::translate(&ctx, &vhosts, &mut reporter);
+        for (key, _) in input.of_kind(Kind::Upstream) {
+            origins.insert(names::cluster(&key.namespace, &key.name), vec![key.clone()]);
+        }
+        let mut snapshot = xds::Snapshot::default();
+        for (url, items) in [
+            (xds::CLUSTER, clusters),
+            (xds::ENDPOINT, endpoints),
+            (xds::LISTENER, listeners),
+            (xds::ROUTE, route_configs),
+        ] {
+            snapshot.resources.insert(
+                url,
+                items.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            );
+        }
+        Translation {
+            snapshot,
+            reports: reporter.into_reports(),
+            origins,
+        }
     }
 }
 

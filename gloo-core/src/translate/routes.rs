@@ -33,19 +33,95 @@ use proto::v1::{
     WeightedDestination,
 };
 
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
+use prost::Message;
+
 use super::{
     names,
-    plugins::{Plugin, RouteContext},
+    plugins::{Plugin, RouteContext, Stage},
     upstreams::{duration, inline_body},
-    Context, Reporter,
+    Context, Deps, Reporter,
 };
 use crate::resource::Key;
 
-/// A VirtualService that translated, ready for the gateways that serve it.
+/// A VirtualService that translated, ready for the gateways that serve it: its virtual host
+/// encoded once, and the HTTP filters its routes need.
 pub struct VirtualHostOut {
     pub key: Key,
     pub domains: Vec<String>,
-    pub vhost: VirtualHost,
+    /// The encoded `VirtualHost` message.
+    pub encoded: Vec<u8>,
+    pub version: String,
+    /// (stage, plugin index, filter) for each filter a plugin asked for.
+    pub filters: Vec<(Stage, usize, HttpFilter)>,
+}
+
+/// One VirtualService's translation, kept while what it read is unchanged.
+pub struct VhostEntry {
+    deps: Deps,
+    out: Result<(Arc<VirtualHostOut>, Vec<String>), String>,
+}
+
+/// What a VirtualService's translation reads: itself, and for each destination the upstream
+/// (and whether it is Rejected), the function and the upstream group with its upstreams.
+fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSpec) -> Deps {
+    let ns = key.namespace.as_str();
+    let mut d = vec![ctx.stamp(Kind::VirtualService, ns, &key.name)];
+    let upstream = |d: &mut Deps, default_ns: &str, dest: &Destination| {
+        if let Some(u) = &dest.upstream {
+            let uns = if u.namespace.is_empty() {
+                default_ns
+            } else {
+                &u.namespace
+            };
+            d.push(ctx.stamp(Kind::Upstream, uns, &u.name));
+            let rejected = reporter.is_rejected(&Key::new(Kind::Upstream, uns, &u.name));
+            d.push(Some((u64::MAX, u64::from(rejected))));
+            if !dest.function.is_empty() {
+                d.push(ctx.stamp(Kind::Function, uns, &dest.function));
+            }
+        }
+    };
+    for r in &vs.routes {
+        let Some(Action::RouteAction(ra)) = &r.action else {
+            continue;
+        };
+        match &ra.destination {
+            Some(Dest::Single(dest)) => upstream(&mut d, ns, dest),
+            Some(Dest::Multi(m)) => {
+                for wd in &m.destinations {
+                    if let Some(dest) = &wd.destination {
+                        upstream(&mut d, ns, dest);
+                    }
+                }
+            }
+            Some(Dest::UpstreamGroup(g)) => {
+                let gns = if g.namespace.is_empty() {
+                    ns
+                } else {
+                    &g.namespace
+                };
+                d.push(ctx.stamp(Kind::UpstreamGroup, gns, &g.name));
+                if let Some(Spec::UpstreamGroup(group)) = ctx
+                    .get(Kind::UpstreamGroup, gns, &g.name)
+                    .and_then(|r| r.spec.as_ref())
+                {
+                    for wd in &group.destinations {
+                        if let Some(dest) = &wd.destination {
+                            upstream(&mut d, gns, dest);
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    d
 }
 
 fn regex(r: &str) -> Result<RegexMatcher, String> {
@@ -484,30 +560,59 @@ pub fn domains(vs: &VirtualServiceSpec) -> Vec<String> {
     }
 }
 
-/// Every VirtualService that translates; the others are reported Rejected.
+/// Every VirtualService that translates, reusing `cache` entries whose inputs did not change;
+/// the others are reported Rejected.
 pub fn translate(
     ctx: &Context<'_>,
     plugins: &[Box<dyn Plugin>],
     reporter: &mut Reporter,
-) -> Vec<VirtualHostOut> {
+    cache: &mut HashMap<Key, VhostEntry>,
+) -> Vec<Arc<VirtualHostOut>> {
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for (key, r) in ctx.input.of_kind(Kind::VirtualService) {
         let Some(Spec::VirtualService(vs)) = &r.spec else {
             continue;
         };
-        match translate_vs(ctx, plugins, reporter, key, vs) {
-            Ok((vhost, warnings)) => {
-                for w in warnings {
-                    reporter.warn(key, w);
+        seen.insert(key);
+        let d = deps(ctx, reporter, key, vs);
+        if !cache.get(key).is_some_and(|e| e.deps == d) {
+            let built = translate_vs(ctx, plugins, reporter, key, vs).map(|(vhost, warnings)| {
+                let routes: Vec<&EnvoyRoute> = vhost.routes.iter().collect();
+                let mut filters = Vec::new();
+                for (i, p) in plugins.iter().enumerate() {
+                    for (stage, f) in p.http_filters(&routes) {
+                        filters.push((stage, i, f));
+                    }
                 }
-                out.push(VirtualHostOut {
+                let encoded = vhost.encode_to_vec();
+                let out = VirtualHostOut {
                     key: key.clone(),
                     domains: vhost.domains.clone(),
-                    vhost,
-                });
+                    version: crate::xds::content_version(&encoded),
+                    encoded,
+                    filters,
+                };
+                (Arc::new(out), warnings)
+            });
+            cache.insert(
+                key.clone(),
+                VhostEntry {
+                    deps: d,
+                    out: built,
+                },
+            );
+        }
+        match &cache[key].out {
+            Ok((vhost, warnings)) => {
+                for w in warnings {
+                    reporter.warn(key, w.clone());
+                }
+                out.push(vhost.clone());
             }
-            Err(e) => reporter.reject(key, e),
+            Err(e) => reporter.reject(key, e.clone()),
         }
     }
+    cache.retain(|k, _| seen.contains(k));
     out
 }

@@ -410,3 +410,93 @@ fn the_same_input_gives_byte_identical_resources() {
         );
     }
 }
+
+/// Sets (uid, generation) as the store would: a new spec version gets a new generation.
+fn stamped(mut r: Resource, uid: u64, generation: u64) -> Resource {
+    let m = r.metadata.as_mut().unwrap();
+    m.uid = uid;
+    m.generation = generation;
+    r
+}
+
+#[test]
+fn a_cached_translator_agrees_with_a_fresh_one_through_changes() {
+    let mut objects = vec![
+        stamped(static_us("a", "127.0.0.1", 1), 1, 1),
+        stamped(static_us("b", "127.0.0.1", 2), 2, 1),
+        stamped(
+            vs(
+                "v",
+                &["v.example"],
+                vec![route_to("r", "/", Dest::Single(dest("a")))],
+            ),
+            3,
+            1,
+        ),
+        stamped(
+            vs(
+                "w",
+                &["w.example"],
+                vec![route_to("r", "/", Dest::Single(dest("b")))],
+            ),
+            4,
+            1,
+        ),
+        stamped(gateway("gw", 8080), 5, 1),
+    ];
+    let mut cached = Translator::new();
+    let check = |cached: &mut Translator, objects: &[Resource]| {
+        let inp = input(objects.to_vec());
+        let got = cached.translate(&inp);
+        let want = translate(&inp);
+        assert_eq!(got.snapshot, want.snapshot);
+        assert_eq!(got.reports, want.reports);
+    };
+    check(&mut cached, &objects);
+    // Change an upstream's port: its cluster changes.
+    objects[0] = stamped(static_us("a", "127.0.0.1", 9), 1, 2);
+    check(&mut cached, &objects);
+    // Delete upstream b: VirtualService w (not re-written) becomes Rejected.
+    objects.remove(1);
+    check(&mut cached, &objects);
+    let t = cached.translate(&input(objects.clone()));
+    assert_eq!(report(&t, Kind::VirtualService, "w").state, State::Rejected);
+    // b comes back (a new object: a new uid): w is Accepted again without being touched.
+    objects.push(stamped(static_us("b", "127.0.0.1", 2), 10, 1));
+    check(&mut cached, &objects);
+    let t = cached.translate(&input(objects.clone()));
+    assert_eq!(report(&t, Kind::VirtualService, "w").state, State::Accepted);
+    // Edit a VirtualService's domains.
+    objects[1] = stamped(
+        vs(
+            "v",
+            &["other.example"],
+            vec![route_to("r", "/", Dest::Single(dest("a")))],
+        ),
+        3,
+        2,
+    );
+    check(&mut cached, &objects);
+}
+
+#[test]
+fn an_unchanged_pass_reuses_every_encoded_resource() {
+    let objects = vec![
+        stamped(static_us("a", "127.0.0.1", 1), 1, 1),
+        stamped(
+            vs("v", &[], vec![route_to("r", "/", Dest::Single(dest("a")))]),
+            2,
+            1,
+        ),
+        stamped(gateway("gw", 8080), 3, 1),
+    ];
+    let mut t = Translator::new();
+    let one = t.translate(&input(objects.clone()));
+    let two = t.translate(&input(objects));
+    let cluster = |t: &Translation| t.snapshot.of_type(xds::CLUSTER).unwrap()["a_default"].clone();
+    assert!(
+        Arc::ptr_eq(&cluster(&one), &cluster(&two)),
+        "the cluster was rebuilt"
+    );
+    assert_eq!(one.snapshot, two.snapshot);
+}

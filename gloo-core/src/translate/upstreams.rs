@@ -2,7 +2,11 @@
 //! (STATIC for IPs, STRICT_DNS for names); `kube` upstreams use EDS, with one
 //! ClusterLoadAssignment built from their Endpoints objects (empty when there are none yet, so
 //! Envoy never waits on a cluster that warms forever).
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use envoy_types::pb::{
     envoy::{
@@ -35,11 +39,12 @@ use envoy_types::pb::{
     google::protobuf::{Any, Duration},
 };
 use proto::v1::{
-    resource::Spec, secret_spec, upstream_spec::UpstreamType, Endpoint, Kind, UpstreamSpec,
+    resource::Spec, secret_spec, upstream_spec::UpstreamType, Endpoint, Kind, Resource,
+    UpstreamSpec,
 };
 
-use super::{names, plugins::Plugin, Context, Reporter};
-use crate::xds::XdsResource;
+use super::{names, plugins::Plugin, stamp, Context, Deps, Reporter};
+use crate::{resource::Key, xds::XdsResource};
 
 pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
     Any {
@@ -184,7 +189,7 @@ fn cluster(
     namespace: &str,
     name: &str,
     spec: &UpstreamSpec,
-    endpoints: &BTreeMap<(String, String), Vec<(String, u32)>>,
+    endpoints: &[(String, u32)],
 ) -> Result<(Cluster, Option<ClusterLoadAssignment>), String> {
     let cname = names::cluster(namespace, name);
     let mut c =
@@ -226,11 +231,7 @@ fn cluster(
                 eds_config: Some(ads()),
                 service_name: String::new(),
             });
-            let eps = endpoints
-                .get(&(namespace.to_string(), name.to_string()))
-                .cloned()
-                .unwrap_or_default();
-            cla = Some(load_assignment(&cname, &eps));
+            cla = Some(load_assignment(&cname, endpoints));
         }
         // Cloud upstreams are shaped entirely by their plugins.
         Some(UpstreamType::Aws(_)) | Some(UpstreamType::Gcp(_)) => {}
@@ -246,14 +247,46 @@ fn cluster(
     Ok((c, cla))
 }
 
-/// Clusters and endpoint assignments for every Upstream that translates.
+/// What an Upstream's translation reads: itself, the Secrets it names, its Endpoints. Plugins
+/// that read other objects must add them here, or their changes go unnoticed.
+fn deps(ctx: &Context<'_>, key: &Key, spec: &UpstreamSpec, endpoints: &[&Arc<Resource>]) -> Deps {
+    let mut d = vec![ctx.stamp(Kind::Upstream, &key.namespace, &key.name)];
+    let refs = [
+        spec.tls.as_ref().and_then(|t| t.secret_ref.as_ref()),
+        match &spec.upstream_type {
+            Some(UpstreamType::Aws(a)) => a.secret_ref.as_ref(),
+            Some(UpstreamType::Gcp(g)) => g.secret_ref.as_ref(),
+            _ => None,
+        },
+    ];
+    for r in refs.into_iter().flatten() {
+        let ns = if r.namespace.is_empty() {
+            &key.namespace
+        } else {
+            &r.namespace
+        };
+        d.push(ctx.stamp(Kind::Secret, ns, &r.name));
+    }
+    d.extend(endpoints.iter().map(|r| Some(stamp(r))));
+    d
+}
+
+/// One Upstream's translation, kept while what it read is unchanged.
+pub struct UpstreamEntry {
+    deps: Deps,
+    out: Result<(Arc<XdsResource>, Option<Arc<XdsResource>>), String>,
+}
+
+/// Clusters and endpoint assignments for every Upstream that translates, reusing `cache`
+/// entries whose inputs did not change.
 pub fn translate(
     ctx: &Context<'_>,
     plugins: &[Box<dyn Plugin>],
     reporter: &mut Reporter,
-) -> (Vec<XdsResource>, Vec<XdsResource>) {
+    cache: &mut HashMap<Key, UpstreamEntry>,
+) -> (Vec<Arc<XdsResource>>, Vec<Arc<XdsResource>>) {
     // Endpoints objects by the upstream they belong to.
-    let mut endpoints: BTreeMap<(String, String), Vec<(String, u32)>> = BTreeMap::new();
+    let mut endpoints: HashMap<(&str, &str), Vec<&Arc<Resource>>> = HashMap::new();
     for (key, r) in ctx.input.of_kind(Kind::Endpoints) {
         let Some(Spec::Endpoints(e)) = &r.spec else {
             continue;
@@ -267,44 +300,63 @@ pub fn translate(
                 format!("upstream {}/{} not found", key.namespace, e.upstream),
             );
         }
-        let list = endpoints
-            .entry((key.namespace.clone(), e.upstream.clone()))
-            .or_default();
-        list.extend(
-            e.endpoints
-                .iter()
-                .map(|Endpoint { address, port, .. }| (address.clone(), *port)),
-        );
-    }
-    for list in endpoints.values_mut() {
-        list.sort();
-        list.dedup();
+        endpoints
+            .entry((key.namespace.as_str(), e.upstream.as_str()))
+            .or_default()
+            .push(r);
     }
 
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
+    let mut seen = HashSet::new();
     for (key, r) in ctx.input.of_kind(Kind::Upstream) {
         let Some(Spec::Upstream(spec)) = &r.spec else {
             continue;
         };
-        let built =
-            cluster(ctx, &key.namespace, &key.name, spec, &endpoints).and_then(|(mut c, cla)| {
-                for p in plugins {
-                    p.upstream(ctx, &key.namespace, spec, &mut c)
-                        .map_err(|e| format!("{}: {e}", p.name()))?;
-                }
-                Ok((c, cla))
+        seen.insert(key);
+        let eps = endpoints
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let d = deps(ctx, key, spec, eps);
+        let fresh = cache.get(key).is_some_and(|e| e.deps == d);
+        if !fresh {
+            let mut addrs: Vec<(String, u32)> = eps
+                .iter()
+                .filter_map(|r| match &r.spec {
+                    Some(Spec::Endpoints(e)) => Some(e.endpoints.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .map(|Endpoint { address, port, .. }| (address.clone(), *port))
+                .collect();
+            addrs.sort();
+            addrs.dedup();
+            let built =
+                cluster(ctx, &key.namespace, &key.name, spec, &addrs).and_then(|(mut c, cla)| {
+                    for p in plugins {
+                        p.upstream(ctx, &key.namespace, spec, &mut c)
+                            .map_err(|e| format!("{}: {e}", p.name()))?;
+                    }
+                    Ok((c, cla))
+                });
+            let out = built.map(|(c, cla)| {
+                (
+                    Arc::new(XdsResource::new(c.name.clone(), &c)),
+                    cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
+                )
             });
-        match built {
+            cache.insert(key.clone(), UpstreamEntry { deps: d, out });
+        }
+        match &cache[key].out {
             Ok((c, cla)) => {
-                clusters.push(XdsResource::new(c.name.clone(), &c));
-                if let Some(cla) = cla {
-                    assignments.push(XdsResource::new(cla.cluster_name.clone(), &cla));
-                }
+                clusters.push(c.clone());
+                assignments.extend(cla.clone());
             }
-            Err(e) => reporter.reject(key, e),
+            Err(e) => reporter.reject(key, e.clone()),
         }
     }
+    cache.retain(|k, _| seen.contains(k));
     // Functions must belong to an upstream that exists.
     for (key, r) in ctx.input.of_kind(Kind::Function) {
         let Some(Spec::Function(f)) = &r.spec else {
