@@ -118,15 +118,18 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
     }
 }
 
+/// Listeners, route configurations, and the objects each was made from, by resource name.
+pub type Gateways = (
+    Vec<Arc<XdsResource>>,
+    Vec<Arc<XdsResource>>,
+    BTreeMap<String, Vec<Key>>,
+);
+
 pub fn translate(
     ctx: &Context<'_>,
     vhosts: &[Arc<VirtualHostOut>],
     reporter: &mut Reporter,
-) -> (
-    Vec<Arc<XdsResource>>,
-    Vec<Arc<XdsResource>>,
-    BTreeMap<String, Vec<Key>>,
-) {
+) -> Gateways {
     let gateways: Vec<(&Key, &GatewaySpec)> = ctx
         .input
         .of_kind(Kind::Gateway)

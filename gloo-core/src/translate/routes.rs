@@ -576,7 +576,7 @@ pub fn translate(
         };
         seen.insert(key);
         let d = deps(ctx, reporter, key, vs);
-        if !cache.get(key).is_some_and(|e| e.deps == d) {
+        if cache.get(key).is_none_or(|e| e.deps != d) {
             let built = translate_vs(ctx, plugins, reporter, key, vs).map(|(vhost, warnings)| {
                 let routes: Vec<&EnvoyRoute> = vhost.routes.iter().collect();
                 let mut filters = Vec::new();
