@@ -170,6 +170,8 @@ pub struct Context<'a> {
     pub input: &'a Input,
     /// Functions by (namespace, function name).
     pub functions: HashMap<(&'a str, &'a str), &'a Resource>,
+    /// Every object by kind, namespace and name: looked up by `&str`, with no allocation.
+    index: HashMap<Kind, HashMap<&'a str, HashMap<&'a str, &'a Arc<Resource>>>>,
 }
 
 impl<'a> Context<'a> {
@@ -178,11 +180,24 @@ impl<'a> Context<'a> {
         for (k, r) in input.of_kind(Kind::Function) {
             functions.insert((k.namespace.as_str(), k.name.as_str()), r.as_ref());
         }
-        Context { input, functions }
+        let mut index: HashMap<Kind, HashMap<&str, HashMap<&str, &Arc<Resource>>>> = HashMap::new();
+        for (k, r) in &input.objects {
+            index
+                .entry(k.kind)
+                .or_default()
+                .entry(k.namespace.as_str())
+                .or_default()
+                .insert(k.name.as_str(), r);
+        }
+        Context {
+            input,
+            functions,
+            index,
+        }
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a Arc<Resource>> {
-        self.input.objects.get(&Key::new(kind, namespace, name))
+        self.index.get(&kind)?.get(namespace)?.get(name).copied()
     }
 
     pub fn stamp(&self, kind: Kind, namespace: &str, name: &str) -> Option<Stamp> {

@@ -124,12 +124,21 @@ fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSp
     d
 }
 
+/// A user's regex, checked for syntax (RE2's syntax is, for what routes use, the `regex`
+/// crate's); parsing is enough, compiling it would cost far more.
 fn regex(r: &str) -> Result<RegexMatcher, String> {
-    regex::Regex::new(r).map_err(|e| format!("invalid regex {r:?}: {e}"))?;
-    Ok(RegexMatcher {
+    regex_syntax::Parser::new()
+        .parse(r)
+        .map_err(|e| format!("invalid regex {r:?}: {e}"))?;
+    Ok(trusted_regex(r))
+}
+
+/// A regex this translator wrote itself.
+fn trusted_regex(r: &str) -> RegexMatcher {
+    RegexMatcher {
         regex: r.to_string(),
         ..Default::default()
-    })
+    }
 }
 
 fn string_matcher(value: &str, is_regex: bool) -> Result<StringMatcher, String> {
@@ -172,10 +181,13 @@ fn route_match(m: &Matcher) -> Result<RouteMatch, String> {
         let methods: Vec<String> = m.methods.iter().map(|s| s.to_ascii_uppercase()).collect();
         headers.push(EnvoyHeaderMatcher {
             name: ":method".into(),
-            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(string_matcher(
-                &format!("^({})$", methods.join("|")),
-                true,
-            )?)),
+            header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+                match_pattern: Some(MatchPattern::SafeRegex(trusted_regex(&format!(
+                    "^({})$",
+                    methods.join("|")
+                )))),
+                ..Default::default()
+            })),
             ..Default::default()
         });
     }
