@@ -287,9 +287,10 @@ async fn delete(conn: &Connection, args: DeleteArgs, out: &mut dyn Write) -> Res
 // ---------------------------------------------------------------------------------------------
 // status
 
-async fn status(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
+/// Every object the caller may read, in one namespace or all.
+async fn list_all(conn: &Connection, args: StatusArgs) -> Result<Vec<Resource>, Error> {
     let mut client = connect(conn).await?;
-    let resp = client
+    Ok(client
         .list(ListRequest {
             kind: Kind::Unspecified as i32,
             namespace: args.namespace.unwrap_or_default(),
@@ -297,14 +298,18 @@ async fn status(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Res
         })
         .await
         .map_err(|s| Error::rpc("list objects", s))?
-        .into_inner();
+        .into_inner()
+        .items)
+}
+
+async fn status(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let items = list_all(conn, args).await?;
     let accepted = State::Accepted.as_str_name();
-    let troubled: Vec<&Resource> = resp
-        .items
+    let troubled: Vec<&Resource> = items
         .iter()
         .filter(|r| output::state(r) != accepted)
         .collect();
-    match (resp.items.len(), troubled.is_empty()) {
+    match (items.len(), troubled.is_empty()) {
         (0, _) => writeln!(out, "no objects found")?,
         (n, true) => writeln!(out, "all {n} objects accepted")?,
         (_, false) => output::status_table(&troubled, out)?,
@@ -316,17 +321,7 @@ async fn status(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Res
 // check
 
 async fn check(conn: &Connection, args: StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let mut client = connect(conn).await?;
-    let items = client
-        .list(ListRequest {
-            kind: Kind::Unspecified as i32,
-            namespace: args.namespace.unwrap_or_default(),
-            label_selector: String::new(),
-        })
-        .await
-        .map_err(|s| Error::rpc("list objects", s))?
-        .into_inner()
-        .items;
+    let items = list_all(conn, args).await?;
     let text = check_report(&items);
     out.write_all(text.report.as_bytes())?;
     if text.rejected > 0 {
