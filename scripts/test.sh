@@ -32,7 +32,10 @@ cargo fmt --all -- --check
 section "cargo clippy"
 cargo clippy --workspace --all-targets ${LOCKED[@]+"${LOCKED[@]}"} -- -D warnings
 
-section "cargo test --no-run (build tests)"
+section "cargo build (the binaries the end-to-end tests start) and the tests"
+# `cargo test` builds a package's binaries only for packages with integration tests; the e2e
+# tests start gloo-core and glooctl themselves, so build every binary first.
+cargo build --workspace --bins ${LOCKED[@]+"${LOCKED[@]}"}
 cargo test --workspace ${LOCKED[@]+"${LOCKED[@]}"} --no-run
 
 section "cargo test"
