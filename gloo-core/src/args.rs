@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tracing::{error, info};
 
 use crate::{
@@ -171,7 +171,8 @@ impl Args {
         );
 
         let grpc = builder.add_service(service).serve_with_incoming_shutdown(
-            TcpListenerStream::new(storage_listener),
+            // Small answers (an Apply's, a watch event) must not wait for Nagle's algorithm.
+            TcpIncoming::from(storage_listener).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),
         );
         let admin_server = admin.serve(admin_listener, shutdown.clone());
