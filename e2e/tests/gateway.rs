@@ -22,6 +22,7 @@ fn resource(kind: Kind, name: &str, spec: serde_json::Value) -> Resource {
         Kind::UpstreamGroup => Spec::UpstreamGroup(serde_json::from_value(spec).unwrap()),
         Kind::Gateway => Spec::Gateway(serde_json::from_value(spec).unwrap()),
         Kind::Function => Spec::Function(serde_json::from_value(spec).unwrap()),
+        Kind::Endpoints => Spec::Endpoints(serde_json::from_value(spec).unwrap()),
         other => panic!("no builder for {other:?}"),
     };
     Resource {
@@ -551,4 +552,51 @@ async fn route_edits_under_steady_load_lose_no_request() {
         bad.len(),
         ok as usize + bad.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_upstreams_route_to_their_endpoints_over_eds() {
+    let mut gw = Gateway::start(false).await;
+    let (one, two) = (Backend::start("one").await, Backend::start("two").await);
+    apply(
+        &mut gw.client,
+        resource(
+            Kind::Upstream,
+            "default-pets-8080",
+            json!({"kube": {"serviceName": "pets", "serviceNamespace": "default", "servicePort": 8080}}),
+        ),
+    )
+    .await;
+    let endpoints = |backends: &[&Backend]| {
+        let eps: Vec<_> = backends
+            .iter()
+            .map(|b| json!({"address": "127.0.0.1", "port": b.addr.port()}))
+            .collect();
+        resource(
+            Kind::Endpoints,
+            "default-pets-8080",
+            json!({"upstream": "default-pets-8080", "endpoints": eps}),
+        )
+    };
+    apply(&mut gw.client, endpoints(&[&one])).await;
+    apply(
+        &mut gw.client,
+        resource(
+            Kind::VirtualService,
+            "pets",
+            json!({"routes": [{"routeAction": to("default-pets-8080")}]}),
+        ),
+    )
+    .await;
+    gw.wait_for(
+        "/",
+        |r| answered_by(r, "one"),
+        "the kube upstream's endpoint",
+    );
+    // The endpoint set changes (a scaled deployment): traffic follows, over EDS only.
+    apply(&mut gw.client, endpoints(&[&two])).await;
+    gw.wait_for("/", |r| answered_by(r, "two"), "the new endpoint");
+    for _ in 0..20 {
+        assert!(answered_by(&gw.get("/").unwrap(), "two"));
+    }
 }
