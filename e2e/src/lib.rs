@@ -3,6 +3,7 @@
 //! (`cargo test --workspace` builds them first).
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod envoy;
 pub mod http;
 

@@ -600,3 +600,102 @@ async fn kube_upstreams_route_to_their_endpoints_over_eds() {
         assert!(answered_by(&gw.get("/").unwrap(), "two"));
     }
 }
+
+/// `openssl s_server` as a TLS backend that answers HTTP and refuses a handshake whose server
+/// name is not `localhost`.
+struct TlsBackend {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl TlsBackend {
+    fn start(dir: &std::path::Path) -> TlsBackend {
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-www",
+                "-quiet",
+            ])
+            .args(["-cert", "server.pem", "-key", "server.key"])
+            .args(["-servername", "localhost", "-servername_fatal"])
+            .args(["-cert2", "server.pem", "-key2", "server.key"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting openssl s_server");
+        let up = eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "openssl s_server did not start");
+        TlsBackend { port, child }
+    }
+}
+
+impl Drop for TlsBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verifies_the_ca_and_sends_the_sni() {
+    let certs = tempfile::tempdir().unwrap();
+    e2e::certs::make_certs(certs.path());
+    let read = |f: &str| std::fs::read_to_string(certs.path().join(f)).unwrap();
+    let backend = TlsBackend::start(certs.path());
+    let mut gw = Gateway::start(false).await;
+    let secret = |name: &str, ca: String| Resource {
+        metadata: Some(Metadata {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        status: None,
+        spec: Some(Spec::Secret(
+            serde_json::from_value(json!({"tls": {"rootCa": ca}})).unwrap(),
+        )),
+    };
+    apply(&mut gw.client, secret("backend-ca", read("ca.pem"))).await;
+    apply(&mut gw.client, secret("other-ca", read("other.pem"))).await;
+    let upstream = |name: &str, sni: &str, ca: &str| {
+        resource(
+            Kind::Upstream,
+            name,
+            json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": backend.port}]},
+                   "tls": {"sni": sni, "secretRef": {"name": ca}}}),
+        )
+    };
+    apply(&mut gw.client, upstream("good", "localhost", "backend-ca")).await;
+    apply(
+        &mut gw.client,
+        upstream("wrong-sni", "elsewhere.test", "backend-ca"),
+    )
+    .await;
+    apply(
+        &mut gw.client,
+        upstream("wrong-ca", "localhost", "other-ca"),
+    )
+    .await;
+    let routes = json!([
+        {"matchers": [{"prefix": "/good"}], "routeAction": to("good")},
+        {"matchers": [{"prefix": "/sni"}], "routeAction": to("wrong-sni")},
+        {"matchers": [{"prefix": "/ca"}], "routeAction": to("wrong-ca")},
+    ]);
+    apply(
+        &mut gw.client,
+        resource(Kind::VirtualService, "tls", json!({"routes": routes})),
+    )
+    .await;
+    // s_server -www answers any GET with a page about the TLS session.
+    let ok = gw.wait_for("/good", |r| r.status == 200, "the TLS upstream");
+    assert!(ok.body.contains("Cipher"), "{}", ok.body);
+    // Another server name is refused by the backend; another CA is refused by Envoy.
+    assert_eq!(gw.get("/sni").unwrap().status, 503);
+    assert_eq!(gw.get("/ca").unwrap().status, 503);
+}
