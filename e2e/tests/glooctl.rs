@@ -427,6 +427,8 @@ async fn stale_resource_version_is_refused_with_the_current_version() {
     let v2 = v1.replace("8080", "9090");
     let run = glooctl_in(&core, ADMIN_TOKEN, &["apply", "-f", "-"], Some(&v2)).ok();
     assert_eq!(run.stdout, "upstream default/pets configured\n");
+    // The reporter's status write also moves the version; let it land first.
+    e2e::settle(&mut core.client(ADMIN_TOKEN).await).await;
     let current = stored(&core, Kind::Upstream).await[0]
         .metadata
         .clone()

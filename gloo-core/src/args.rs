@@ -129,9 +129,10 @@ impl Args {
         });
         let ready = admin.ready.clone();
 
-        let storage = Arc::new(
-            Storage::new(store.clone()).with_validator(Arc::new(translate::validate::validate)),
-        );
+        let storage = Arc::new(Storage::new(store.clone()).with_validator({
+            let v = translate::validate::Validator::new();
+            Arc::new(move |state, writes| v.validate(state, writes))
+        }));
         let controller = Controller {
             store: store.clone(),
             storage: storage.clone(),

@@ -500,3 +500,31 @@ fn an_unchanged_pass_reuses_every_encoded_resource() {
     );
     assert_eq!(one.snapshot, two.snapshot);
 }
+
+#[test]
+fn validation_judges_each_proposal_on_its_own() {
+    use crate::store::{redb::RedbBackend, Store, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(Box::new(RedbBackend::open(dir.path(), 100).unwrap())).unwrap();
+    store
+        .transact(|_| {
+            Ok::<_, crate::store::StoreError>((
+                vec![
+                    Write::Put(Box::new(static_us("a", "127.0.0.1", 1))),
+                    Write::Put(Box::new(gateway("gw", 8080))),
+                ],
+                (),
+            ))
+        })
+        .unwrap();
+    let v = validate::Validator::new();
+    let to = |up: &str| vs("v", &[], vec![route_to("r", "/", Dest::Single(dest(up)))]);
+    // Two proposals for the same object and generation, one bad and one good: each is judged
+    // on its own content, whatever the validator remembers of the other.
+    let bad = v.validate(&store.read(), &[Write::Put(Box::new(to("missing")))]);
+    assert!(bad.unwrap_err().contains("default/missing"));
+    let good = v.validate(&store.read(), &[Write::Put(Box::new(to("a")))]);
+    assert!(good.is_ok(), "{good:?}");
+    let bad_again = v.validate(&store.read(), &[Write::Put(Box::new(to("missing")))]);
+    assert!(bad_again.is_err());
+}
