@@ -315,7 +315,9 @@ async fn sync_rules() {
         reasons[2].contains("spec.static.hosts[0].port"),
         "{reasons:?}"
     );
-    // Others' objects are never touched.
+    // Others' objects are never touched. (First let the reporter's status writes land: they
+    // are writes too, and this test is about the Sync's.)
+    e2e::settle(&mut admin).await;
     let taken = get(&mut admin, Kind::Upstream, "default", "taken")
         .await
         .unwrap();
