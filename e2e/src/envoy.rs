@@ -39,8 +39,26 @@ impl Envoy {
     /// Starts Envoy against the xDS server at `xds`; `delta` picks incremental ADS.
     pub fn start(xds: SocketAddr, delta: bool) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let node_id = format!("gateway-proxy-{}", admin.port());
+        let mut envoy = Envoy {
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_id: String::new(),
+            dir,
+            child: None,
+        };
+        // The admin port is found free, then bound by Envoy: a parallel test may take it in
+        // between. Envoy then exits, and is started again on another port.
+        for _ in 0..5 {
+            envoy.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            envoy.node_id = format!("gateway-proxy-{}", envoy.admin.port());
+            envoy.write_bootstrap(xds, delta);
+            if envoy.try_spawn() {
+                return envoy;
+            }
+        }
+        panic!("Envoy did not start in 5 tries; log:\n{}", envoy.log());
+    }
+
+    fn write_bootstrap(&self, xds: SocketAddr, delta: bool) {
         let template = std::fs::read_to_string(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/envoy/bootstrap.yaml"),
         )
@@ -49,24 +67,24 @@ impl Envoy {
             .replace("port_value: 9977", &format!("port_value: {}", xds.port()))
             .replace(
                 "port_value: 19000",
-                &format!("port_value: {}", admin.port()),
+                &format!("port_value: {}", self.admin.port()),
             )
-            .replace("id: gateway-proxy", &format!("id: {node_id}"));
+            .replace("id: gateway-proxy", &format!("id: {}", self.node_id));
         if delta {
             bootstrap = bootstrap.replace("api_type: GRPC", "api_type: DELTA_GRPC");
         }
-        std::fs::write(dir.path().join("bootstrap.yaml"), bootstrap).expect("writing bootstrap");
-        let mut envoy = Envoy {
-            admin,
-            node_id,
-            dir,
-            child: None,
-        };
-        envoy.spawn();
-        envoy
+        std::fs::write(self.dir.path().join("bootstrap.yaml"), bootstrap)
+            .expect("writing bootstrap");
     }
 
     fn spawn(&mut self) {
+        if !self.try_spawn() {
+            panic!("Envoy exited at start; log:\n{}", self.log());
+        }
+    }
+
+    /// Starts Envoy and waits for its admin; false if it exited first.
+    fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,8 +103,14 @@ impl Envoy {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return false;
+                }
+            }
             if http::get(self.admin, "/ready").is_some() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

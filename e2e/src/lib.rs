@@ -83,8 +83,23 @@ impl Core {
             child: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        core.spawn();
-        core
+        // A port found free can be taken by a parallel test before gloo-core binds it: then
+        // gloo-core exits saying so, and it is started again on other ports.
+        for _ in 0..5 {
+            match core.try_spawn() {
+                Ok(()) => return core,
+                Err(log) if log.contains("binding") => {
+                    core.storage = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    core.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                    core.xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                }
+                Err(log) => panic!("gloo-core exited at start; log:\n{log}"),
+            }
+        }
+        panic!(
+            "gloo-core found no free ports in 5 tries; log:\n{}",
+            core.log()
+        );
     }
 
     pub fn tokens_file(&self) -> PathBuf {
@@ -100,6 +115,13 @@ impl Core {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("gloo-core exited at start; log:\n{log}");
+        }
+    }
+
+    /// Starts gloo-core and waits until it is ready; Err(its log) if it exited first.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,11 +144,11 @@ impl Core {
             .spawn()
             .expect("starting gloo-core");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Waits until /readyz answers 200.
-    pub fn wait_ready(&mut self) {
+    /// Waits until /readyz answers 200; Err(the log) if gloo-core exited meanwhile.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self
@@ -134,10 +156,11 @@ impl Core {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("gloo-core exited with {status}; log:\n{}", self.log());
+                self.child = None;
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
             if http_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
