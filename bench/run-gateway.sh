@@ -24,6 +24,9 @@ echo
 failed=()
 for b in "${benches[@]}"; do
     echo "bench: running $b" >&2
+    # The machine may be shared: a busy one skews every figure, so say how busy it was.
+    echo "_${b}: load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)_"
+    echo
     started=$(date +%s)
     if ! cargo bench -q -p bench --bench "$b"; then
         failed+=("$b")
