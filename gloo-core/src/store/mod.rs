@@ -125,7 +125,9 @@ impl Store {
             .into_iter()
             .filter_map(|r| Some((Key::of(&r)?, Arc::new(r))))
             .collect();
-        let (events, _) = broadcast::channel(1024);
+        // Small: a batch can hold every object of a big Sync, and a watcher that falls behind
+        // catches up from the event log anyway.
+        let (events, _) = broadcast::channel(16);
         Ok(Store {
             backend,
             state: RwLock::new(State { objects, revision }),
