@@ -38,10 +38,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use e2e::fixtures::resource;
 use e2e::{envoy::Envoy, free_port, http::Backend, Client, Core, ADMIN_TOKEN};
 use proto::v1::{ApplyRequest, Kind, Resource};
 use serde_json::json;
-use support::{ms, percentile, resource, sorted, thousands, verdict, Prober};
+use support::{ms, percentile, sorted, thousands, verdict, Prober};
 
 const P99_TARGET: Duration = Duration::from_millis(50);
 const BACKENDS: usize = 4;

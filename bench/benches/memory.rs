@@ -29,6 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use e2e::fixtures::resource;
 use e2e::{Core, ADMIN_TOKEN, DISCOVERY_OWNER, DISCOVERY_TOKEN};
 use envoy_types::pb::envoy::{
     config::{
@@ -43,7 +44,7 @@ use gloo_core::{
 use prost::Message;
 use proto::v1::{ApplyRequest, Kind, Resource, SyncRequest};
 use serde_json::json;
-use support::{mib, ms, proc_status_kib, resource, secs, thousands, verdict};
+use support::{mib, ms, proc_status_kib, secs, thousands, verdict};
 use tokio::sync::watch;
 
 const RSS_TARGET_KIB: u64 = 100 * 1024;

@@ -253,6 +253,29 @@ pub mod fixtures {
         ObjectKey, Resource, StaticUpstream, UpstreamSpec,
     };
 
+    /// A resource in namespace `default` from its kind and its spec in the proto3 JSON
+    /// mapping (as in YAML files, e.g. `json!({"static": {"hosts": [...]}})`).
+    pub fn resource(kind: Kind, name: &str, spec: serde_json::Value) -> Resource {
+        fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("spec: {e}"))
+        }
+        let spec = match kind {
+            Kind::Upstream => Spec::Upstream(de(spec)),
+            Kind::Function => Spec::Function(de(spec)),
+            Kind::Endpoints => Spec::Endpoints(de(spec)),
+            Kind::VirtualService => Spec::VirtualService(de(spec)),
+            Kind::UpstreamGroup => Spec::UpstreamGroup(de(spec)),
+            Kind::Gateway => Spec::Gateway(de(spec)),
+            Kind::Secret => Spec::Secret(de(spec)),
+            Kind::Unspecified => panic!("a resource needs a kind"),
+        };
+        Resource {
+            metadata: Some(meta("default", name)),
+            status: None,
+            spec: Some(spec),
+        }
+    }
+
     pub fn meta(ns: &str, name: &str) -> Metadata {
         Metadata {
             name: name.into(),

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use e2e::{
     envoy::Envoy,
+    fixtures::resource,
     free_port,
     http::{self, eventually, Backend, Response},
     Client, Core, ADMIN_TOKEN,
@@ -13,28 +14,6 @@ use proto::v1::{
     resource::Spec, status::State, ApplyRequest, GetRequest, Kind, Metadata, ObjectKey, Resource,
 };
 use serde_json::json;
-
-/// A resource from its kind and its spec in the proto3 JSON mapping (as in YAML files).
-fn resource(kind: Kind, name: &str, spec: serde_json::Value) -> Resource {
-    let spec = match kind {
-        Kind::Upstream => Spec::Upstream(serde_json::from_value(spec).unwrap()),
-        Kind::VirtualService => Spec::VirtualService(serde_json::from_value(spec).unwrap()),
-        Kind::UpstreamGroup => Spec::UpstreamGroup(serde_json::from_value(spec).unwrap()),
-        Kind::Gateway => Spec::Gateway(serde_json::from_value(spec).unwrap()),
-        Kind::Function => Spec::Function(serde_json::from_value(spec).unwrap()),
-        Kind::Endpoints => Spec::Endpoints(serde_json::from_value(spec).unwrap()),
-        other => panic!("no builder for {other:?}"),
-    };
-    Resource {
-        metadata: Some(Metadata {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        status: None,
-        spec: Some(spec),
-    }
-}
 
 fn upstream_for(name: &str, b: &Backend) -> Resource {
     resource(

@@ -19,7 +19,6 @@ use envoy_types::pb::envoy::{
         DiscoveryResponse,
     },
 };
-use proto::v1::{resource::Spec, Kind, Metadata, Resource};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{transport::Channel, Streaming};
@@ -146,26 +145,6 @@ pub async fn connect(core: &Core, token: &str) -> Client {
     let mut options = core.options(token);
     options.max_message_bytes = Some(MAX_MESSAGE_BYTES);
     options.connect().await.expect("connecting to gloo-core")
-}
-
-/// A resource in namespace `default` from its kind and its spec in the proto3 JSON mapping.
-pub fn resource(kind: Kind, name: &str, spec: serde_json::Value) -> Resource {
-    let spec = match kind {
-        Kind::Upstream => Spec::Upstream(serde_json::from_value(spec).unwrap()),
-        Kind::Endpoints => Spec::Endpoints(serde_json::from_value(spec).unwrap()),
-        Kind::VirtualService => Spec::VirtualService(serde_json::from_value(spec).unwrap()),
-        Kind::Gateway => Spec::Gateway(serde_json::from_value(spec).unwrap()),
-        other => panic!("no builder for {other:?}"),
-    };
-    Resource {
-        metadata: Some(Metadata {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        status: None,
-        spec: Some(spec),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
