@@ -225,6 +225,23 @@ async fn matchers(delta: bool) {
         gw.status(Kind::VirtualService, "vs").await.0,
         State::Accepted
     );
+
+    // gloo-core's /config_dump: what this Envoy node was sent, and that it ACKed all of it.
+    let dump = eventually(Duration::from_secs(10), || {
+        let body = http::get(gw.core.admin, "/config_dump")?.body;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let streams = v["nodes"]["nodes"][gw.envoy.node_id.as_str()]
+            .as_array()?
+            .clone();
+        let routes = streams.first()?["types"]
+            ["type.googleapis.com/envoy.config.route.v3.RouteConfiguration"]
+            .clone();
+        (routes["version_acked"] == routes["version_sent"] && !routes["version_acked"].is_null())
+            .then_some(routes)
+    })
+    .expect("the node's route configuration is sent and ACKed in /config_dump");
+    assert_eq!(dump["nacked"], false, "{dump}");
+    assert!(dump["resources"]["gw_default-routes"].is_string(), "{dump}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
