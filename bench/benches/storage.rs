@@ -17,6 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
+use support::{
+    connect, core_pid, env_count, metric, ms, percentile, proc_status_kib, sorted, verdict,
+};
+
 use e2e::{fixtures::static_upstream, Client, Core, ADMIN_TOKEN, DISCOVERY_OWNER, DISCOVERY_TOKEN};
 use prost::Message;
 use proto::v1::{
@@ -30,16 +36,6 @@ const RESYNC_TARGET: Duration = Duration::from_millis(100);
 const FANOUT_P99_TARGET: Duration = Duration::from_millis(10);
 /// Applies before the measured ones, to warm connections and code paths.
 const WARMUP_APPLIES: usize = 5;
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
 struct Config {
     first_runs: usize,
     resync_runs: usize,
@@ -84,70 +80,8 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // Statistics
 
-/// Nearest-rank percentile of sorted samples (`p` in 0..=100).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    assert!(!sorted.is_empty(), "no samples");
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
-    v.sort();
-    v
-}
-
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms >= 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.2} ms")
-    }
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // gloo-core process facts: pid, peak RSS, server-side time from /metrics
-
-/// The gloo-core child of `core`, found by its `--data-dir` argument (unique per Core) since
-/// the harness does not expose the pid.
-fn core_pid(core: &Core) -> Option<u32> {
-    let data_dir = core.data_dir();
-    let data_dir = data_dir.to_str()?;
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let mut args = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a));
-            let is_core = args.next().is_some_and(|exe| exe.ends_with("gloo-core"));
-            (is_core && args.any(|a| a == data_dir)).then_some(pid)
-        })
-}
-
-/// Peak resident set size (VmHWM) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
 
 fn mib(kib: u64) -> String {
     format!("{:.0} MiB", kib as f64 / 1024.0)
@@ -156,30 +90,15 @@ fn mib(kib: u64) -> String {
 /// Total seconds gloo-core has spent in the store on `method` calls (its own histogram sum:
 /// validation + transaction + commit, without gRPC decoding and encoding).
 async fn server_seconds(core: &Core, method: &str) -> Option<f64> {
-    let admin = core.admin;
-    let (code, body) = tokio::task::spawn_blocking(move || e2e::http_get(admin, "/metrics"))
-        .await
-        .ok()??;
-    if code != 200 {
-        return None;
-    }
-    let label = format!("method=\"{method}\"");
-    body.lines()
-        .find(|l| l.starts_with("gloo_storage_call_duration_seconds_sum{") && l.contains(&label))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
+    metric(
+        core,
+        &format!("gloo_storage_call_duration_seconds_sum{{method=\"{method}\"}}"),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Storage API helpers
-
-async fn connect(core: &Core, token: &str) -> Client {
-    let mut options = core.options(token);
-    options.max_message_bytes = Some(MAX_MESSAGE_BYTES);
-    options.connect().await.expect("connecting to gloo-core")
-}
 
 fn upstreams() -> Vec<Resource> {
     (0..UPSTREAMS)
@@ -377,7 +296,7 @@ async fn run(cfg: Config) -> Report {
         if let (Some(b), Some(a)) = (server_before, server_after) {
             first.server.push(Duration::from_secs_f64((a - b).max(0.0)));
         }
-        if let Some(kib) = core_pid(&core).and_then(peak_rss_kib) {
+        if let Some(kib) = core_pid(&core).and_then(|pid| proc_status_kib(pid, "VmHWM")) {
             first.peak_rss_kib.push(kib);
         }
         eprintln!(
@@ -461,7 +380,7 @@ async fn run(cfg: Config) -> Report {
         )
         .await,
     ];
-    let peak_rss_kib = pid.and_then(peak_rss_kib);
+    let peak_rss_kib = pid.and_then(|pid| proc_status_kib(pid, "VmHWM"));
     drop((admin, discovery, core));
 
     // ... and on a fresh, empty store, where Apply itself is cheap.
