@@ -39,7 +39,11 @@ use std::{
 };
 
 use e2e::fixtures::resource;
-use e2e::{envoy::Envoy, free_port, http::Backend, Client, Core, ADMIN_TOKEN};
+use e2e::{
+    envoy::{Envoy, Proxy},
+    http::Backend,
+    Client, Core, ADMIN_TOKEN,
+};
 use proto::v1::{ApplyRequest, Kind, Resource};
 use serde_json::json;
 use support::{ms, percentile, sorted, thousands, verdict, Prober};
@@ -114,19 +118,12 @@ struct Gateway {
 
 impl Gateway {
     async fn start() -> Gateway {
-        let core = Core::start();
-        let envoy = Envoy::start(core.xds, false);
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut client = core.client(ADMIN_TOKEN).await;
-        apply(
-            &mut client,
-            resource(
-                Kind::Gateway,
-                "gw",
-                json!({"bindAddress": "127.0.0.1", "bindPort": listen.port()}),
-            ),
-        )
-        .await;
+        let Proxy {
+            core,
+            envoy,
+            listen,
+            mut client,
+        } = Proxy::start(false).await;
         let mut backends = Vec::new();
         for i in 0..BACKENDS {
             let b = Backend::start(&format!("b{i}")).await;

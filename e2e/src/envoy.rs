@@ -154,3 +154,41 @@ impl Drop for Envoy {
         self.kill();
     }
 }
+
+/// A gateway proxy under test: a gloo-core, an Envoy it configures, and a Gateway `gw` in
+/// namespace `default` listening on `listen`.
+pub struct Proxy {
+    pub core: crate::Core,
+    pub envoy: Envoy,
+    pub listen: SocketAddr,
+    pub client: crate::Client,
+}
+
+impl Proxy {
+    /// Starts all three; `delta` picks incremental ADS. The listener may take a moment to
+    /// appear in Envoy after this returns.
+    pub async fn start(delta: bool) -> Proxy {
+        let core = crate::Core::start();
+        let envoy = Envoy::start(core.xds, delta);
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut client = core.client(crate::ADMIN_TOKEN).await;
+        let gateway = crate::fixtures::resource(
+            proto::v1::Kind::Gateway,
+            "gw",
+            serde_json::json!({"bindAddress": "127.0.0.1", "bindPort": listen.port()}),
+        );
+        client
+            .apply(proto::v1::ApplyRequest {
+                resource: Some(gateway),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("applying the Gateway: {e}"));
+        Proxy {
+            core,
+            envoy,
+            listen,
+            client,
+        }
+    }
+}

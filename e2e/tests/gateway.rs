@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use e2e::{
-    envoy::Envoy,
+    envoy::{Envoy, Proxy},
     fixtures::resource,
     free_port,
     http::{self, eventually, Backend, Response},
@@ -36,19 +36,12 @@ struct Gateway {
 
 impl Gateway {
     async fn start(delta: bool) -> Gateway {
-        let core = Core::start();
-        let envoy = Envoy::start(core.xds, delta);
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut client = core.client(ADMIN_TOKEN).await;
-        apply(
-            &mut client,
-            resource(
-                Kind::Gateway,
-                "gw",
-                json!({"bindAddress": "127.0.0.1", "bindPort": listen.port()}),
-            ),
-        )
-        .await;
+        let Proxy {
+            core,
+            envoy,
+            listen,
+            client,
+        } = Proxy::start(delta).await;
         let gw = Gateway {
             core,
             envoy,
