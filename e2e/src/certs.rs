@@ -16,49 +16,40 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A P-256 key and, with `x509`, a self-signed certificate (else a signing request), valid
+/// for two days.
+fn key_and_cert(dir: &Path, name: &str, cn: &str, x509: bool, extra: &[&str]) {
+    let (key, out) = (
+        format!("{name}.key"),
+        format!("{name}.{}", if x509 { "pem" } else { "csr" }),
+    );
+    let subj = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    if x509 {
+        args.extend(["-x509", "-days", "2"]);
+    }
+    args.extend([
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ]);
+    args.extend(["-keyout", &key, "-out", &out, "-subj", &subj]);
+    args.extend(extra);
+    openssl(dir, &args);
+}
+
 /// A CA and a server certificate for localhost / 127.0.0.1 signed by it.
 pub fn make_certs(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
+    let ca = [
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ];
+    key_and_cert(dir, "ca", "test-ca", true, &ca);
+    key_and_cert(dir, "server", "localhost", false, &[]);
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
@@ -85,26 +76,5 @@ pub fn make_certs(dir: &Path) {
         ],
     );
     // A second, unrelated CA.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=other",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ],
-    );
+    key_and_cert(dir, "other", "other", true, &ca[..2]);
 }

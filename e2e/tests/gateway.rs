@@ -23,6 +23,15 @@ fn upstream_for(name: &str, b: &Backend) -> Resource {
     )
 }
 
+/// A VirtualService `name` sending every request to `upstream`.
+fn catch_all(name: &str, upstream: &str) -> Resource {
+    resource(
+        Kind::VirtualService,
+        name,
+        json!({"routes": [{"routeAction": to(upstream)}]}),
+    )
+}
+
 fn to(upstream: &str) -> serde_json::Value {
     json!({"single": {"upstream": {"name": upstream}}})
 }
@@ -441,15 +450,7 @@ async fn envoy_restarting_reconnects_and_gets_the_full_config() {
     for delta in [false, true] {
         let mut gw = Gateway::start(delta).await;
         let _b = backend(&mut gw, "b").await;
-        apply(
-            &mut gw.client,
-            resource(
-                Kind::VirtualService,
-                "v",
-                json!({"routes": [{"routeAction": to("b")}]}),
-            ),
-        )
-        .await;
+        apply(&mut gw.client, catch_all("v", "b")).await;
         gw.wait_for("/x", |r| answered_by(r, "b"), "the route");
         gw.envoy.restart();
         gw.wait_for(
@@ -465,15 +466,7 @@ async fn gloo_core_restarting_leaves_envoy_serving_then_resyncs() {
     let mut gw = Gateway::start(false).await;
     let _b = backend(&mut gw, "b").await;
     let _c = backend(&mut gw, "c").await;
-    apply(
-        &mut gw.client,
-        resource(
-            Kind::VirtualService,
-            "v",
-            json!({"routes": [{"routeAction": to("b")}]}),
-        ),
-    )
-    .await;
+    apply(&mut gw.client, catch_all("v", "b")).await;
     gw.wait_for("/", |r| answered_by(r, "b"), "the route");
     gw.core.kill9();
     // Envoy keeps its last configuration while the control plane is down.
@@ -482,15 +475,7 @@ async fn gloo_core_restarting_leaves_envoy_serving_then_resyncs() {
     }
     gw.core.restart();
     gw.client = gw.core.client(ADMIN_TOKEN).await;
-    apply(
-        &mut gw.client,
-        resource(
-            Kind::VirtualService,
-            "v",
-            json!({"routes": [{"routeAction": to("c")}]}),
-        ),
-    )
-    .await;
+    apply(&mut gw.client, catch_all("v", "c")).await;
     gw.wait_for(
         "/",
         |r| answered_by(r, "c"),
@@ -503,13 +488,7 @@ async fn route_edits_under_steady_load_lose_no_request() {
     let mut gw = Gateway::start(false).await;
     let _a = backend(&mut gw, "a").await;
     let _b = backend(&mut gw, "b").await;
-    let vs = |u: &str| {
-        resource(
-            Kind::VirtualService,
-            "v",
-            json!({"routes": [{"routeAction": to(u)}]}),
-        )
-    };
+    let vs = |u: &str| catch_all("v", u);
     apply(&mut gw.client, vs("a")).await;
     gw.wait_for("/", |r| answered_by(r, "a"), "the first route");
 
@@ -568,15 +547,7 @@ async fn kube_upstreams_route_to_their_endpoints_over_eds() {
         )
     };
     apply(&mut gw.client, endpoints(&[&one])).await;
-    apply(
-        &mut gw.client,
-        resource(
-            Kind::VirtualService,
-            "pets",
-            json!({"routes": [{"routeAction": to("default-pets-8080")}]}),
-        ),
-    )
-    .await;
+    apply(&mut gw.client, catch_all("pets", "default-pets-8080")).await;
     gw.wait_for(
         "/",
         |r| answered_by(r, "one"),
