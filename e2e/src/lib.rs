@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod discovery;
 pub mod envoy;
 pub mod http;
 
@@ -24,12 +25,23 @@ pub const DISCOVERY_OWNER: &str = "discovery-test";
 
 pub const REPORTER_TOKEN: &str = "reporter-token";
 
+/// Tokens of the discovery services, as a deployment would give them: each writes only its own
+/// kinds under its own name; the ones whose credentials live in Secrets may read Secrets.
+pub const K8S_TOKEN: &str = "discovery-k8s-token";
+pub const LAMBDA_TOKEN: &str = "discovery-lambda-token";
+pub const GCF_TOKEN: &str = "discovery-gcf-token";
+pub const OPENAPI_TOKEN: &str = "discovery-openapi-token";
+
 const TOKENS: &str = r#"tokens:
   - {name: admin, token: admin-token, role: admin}
   - {name: alice, token: editor-token, role: editor}
   - {name: viewer, token: viewer-token, role: viewer}
   - {name: discovery-test, token: discovery-token, role: discovery, kinds: [Upstream, Endpoints, Function]}
   - {name: reporter, token: reporter-token, role: reporter}
+  - {name: discovery-k8s, token: discovery-k8s-token, role: discovery, kinds: [Upstream, Endpoints]}
+  - {name: discovery-lambda, token: discovery-lambda-token, role: discovery, kinds: [Function], readSecrets: true}
+  - {name: discovery-gcf, token: discovery-gcf-token, role: discovery, kinds: [Function], readSecrets: true}
+  - {name: discovery-openapi, token: discovery-openapi-token, role: discovery, kinds: [Function]}
 "#;
 
 /// The path of one of the workspace's binaries, next to the running test's target dir.
