@@ -170,7 +170,8 @@ mod tests {
             "eventTrigger": {"eventType": "google.cloud.storage.object.v1.finalized"},
         }));
         assert_eq!(event.routable_url(), None);
-        let no_uri = f(serde_json::json!({"name": "projects/p/locations/l/functions/x", "state": "ACTIVE"}));
+        let no_uri =
+            f(serde_json::json!({"name": "projects/p/locations/l/functions/x", "state": "ACTIVE"}));
         assert_eq!(no_uri.routable_url(), None);
     }
 }

@@ -65,8 +65,13 @@ struct KeyFile {
 impl ServiceAccountKey {
     /// Parses a key file; errors name the field at fault and never quote the key.
     pub fn parse(json: &str) -> Result<ServiceAccountKey, String> {
-        let f: KeyFile = serde_json::from_str(json)
-            .map_err(|e| format!("not a service-account key file (JSON at line {}, column {})", e.line(), e.column()))?;
+        let f: KeyFile = serde_json::from_str(json).map_err(|e| {
+            format!(
+                "not a service-account key file (JSON at line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
         if !f.kind.is_empty() && f.kind != "service_account" {
             return Err(format!("type is {:?}, want \"service_account\"", f.kind));
         }
@@ -213,9 +218,7 @@ impl TokenSource {
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_secs();
-                let jwt = key
-                    .assertion(token_url, now)
-                    .map_err(Error::Credentials)?;
+                let jwt = key.assertion(token_url, now).map_err(Error::Credentials)?;
                 let body = format!(
                     "grant_type={}&assertion={jwt}",
                     JWT_BEARER.replace(':', "%3A")
@@ -240,7 +243,9 @@ impl TokenSource {
         let resp = crate::error::check(&what, resp).await?;
         let r: TokenResponse = resp.json().await.map_err(|e| Error::http(&what, e))?;
         if r.access_token.is_empty() {
-            return Err(Error::Invalid(format!("{what}: answer has no access_token")));
+            return Err(Error::Invalid(format!(
+                "{what}: answer has no access_token"
+            )));
         }
         Ok(r)
     }
@@ -293,8 +298,10 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_keys_are_refused_without_quoting_them() {
-        let e = ServiceAccountKey::parse("{\"client_email\": \"a@b\", \"private_key\": \"secret-stuff\"}")
-            .unwrap_err();
+        let e = ServiceAccountKey::parse(
+            "{\"client_email\": \"a@b\", \"private_key\": \"secret-stuff\"}",
+        )
+        .unwrap_err();
         assert!(e.contains("private_key"), "{e}");
         assert!(!e.contains("secret-stuff"), "{e}");
         let e = ServiceAccountKey::parse("not json secret-stuff").unwrap_err();

@@ -72,7 +72,11 @@ impl GcfMetrics {
             "Functions found per upstream in its last good listing",
             m.functions.clone(),
         );
-        r.register("listings", "Listings of one upstream, by result", m.listings.clone());
+        r.register(
+            "listings",
+            "Listings of one upstream, by result",
+            m.listings.clone(),
+        );
         m
     }
 }
@@ -248,7 +252,10 @@ pub async fn run(ctx: Context, args: Args, metrics: GcfMetrics) -> anyhow::Resul
                 r = view_rx.changed() => if r.is_err() { return Ok(()) },
             }
         };
-        let failed = pass(&ctx, &args, &http, &view, &owner, &selector, &filter, &metrics, &mut state).await;
+        let failed = pass(
+            &ctx, &args, &http, &view, &owner, &selector, &filter, &metrics, &mut state,
+        )
+        .await;
         let set = desired(&state.parts);
         let d = digest(&set);
         let changed = last != Some(d);
@@ -294,8 +301,11 @@ async fn pass(
     let mut present = HashSet::new();
     for r in view.of_kind(Kind::Upstream) {
         let Some((m, gcp)) = gcp_of(r) else { continue };
-        let labels: std::collections::HashMap<String, String> =
-            m.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let labels: std::collections::HashMap<String, String> = m
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if !ctx.args.namespace_selected(&m.namespace) || !selector.matches(&labels) {
             continue;
         }
@@ -337,7 +347,10 @@ async fn pass(
                 upstream: format!("{ns}/{name}"),
             })
             .set(resources.len() as i64);
-        metrics.listings.get_or_create(&ResultLabel { result: "ok" }).inc();
+        metrics
+            .listings
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
         state.parts.set((ns, name), resources);
     }
     let failed = failures.len();
@@ -374,9 +387,19 @@ fn job(
     }
     let (id, creds) = match gcp.secret_ref.as_ref().filter(|r| !r.name.is_empty()) {
         Some(r) => {
-            let sns = if r.namespace.is_empty() { ns } else { &r.namespace };
-            let what = format!("upstream {ns}/{name}: spec.gcp.secretRef: Secret {sns}/{}", r.name);
-            let secret = match view.get(Kind::Secret, sns, &r.name).and_then(|s| s.spec.as_ref()) {
+            let sns = if r.namespace.is_empty() {
+                ns
+            } else {
+                &r.namespace
+            };
+            let what = format!(
+                "upstream {ns}/{name}: spec.gcp.secretRef: Secret {sns}/{}",
+                r.name
+            );
+            let secret = match view
+                .get(Kind::Secret, sns, &r.name)
+                .and_then(|s| s.spec.as_ref())
+            {
                 Some(Spec::Secret(s)) => s,
                 _ => return Err(Error::Credentials(format!("{what} not found"))),
             };
@@ -384,8 +407,8 @@ fn job(
                 return Err(Error::Credentials(format!("{what} is not a gcp secret")));
             };
             let id = format!("sa\0{}\0{:?}", g.service_account_json, args.token_url);
-            if let Some((have, t)) = tokens.get(key).filter(|(have, _)| *have == id) {
-                let _ = have;
+            // Parse the key only when it changed: the token source keeps its cached token.
+            if let Some((_, t)) = tokens.get(key).filter(|(have, _)| *have == id) {
                 return Ok(Job {
                     key: key.clone(),
                     project: gcp.project.clone(),
@@ -401,13 +424,7 @@ fn job(
                 .clone()
                 .or_else(|| Some(sa.token_uri.clone()).filter(|u| !u.is_empty()))
                 .unwrap_or_else(|| DEFAULT_TOKEN_URL.into());
-            (
-                id,
-                Credentials::ServiceAccount {
-                    key: sa,
-                    token_url,
-                },
-            )
+            (id, Credentials::ServiceAccount { key: sa, token_url })
         }
         None => (
             format!("md\0{}", args.metadata_base),
@@ -471,15 +488,25 @@ mod tests {
     #[test]
     fn active_http_functions_become_functions_of_the_upstream() {
         let fns = vec![
-            f("projects/p/locations/us-central1/functions/Hello_World", "ACTIVE", "https://h1.run.app"),
-            f("projects/p/locations/us-central1/functions/broken", "FAILED", "https://h2.run.app"),
+            f(
+                "projects/p/locations/us-central1/functions/Hello_World",
+                "ACTIVE",
+                "https://h1.run.app",
+            ),
+            f(
+                "projects/p/locations/us-central1/functions/broken",
+                "FAILED",
+                "https://h2.run.app",
+            ),
         ];
         let rs = to_resources("team", "gcp", &fns, &Filter::default());
         assert_eq!(rs.len(), 1);
         let m = rs[0].metadata.as_ref().unwrap();
         assert_eq!(m.namespace, "team");
         assert!(m.name.starts_with("hello-world-"), "{}", m.name);
-        let Some(Spec::Function(spec)) = &rs[0].spec else { panic!() };
+        let Some(Spec::Function(spec)) = &rs[0].spec else {
+            panic!()
+        };
         assert_eq!(spec.upstream, "gcp");
         assert_eq!(
             spec.function,
@@ -493,27 +520,57 @@ mod tests {
     #[test]
     fn same_name_in_two_regions_gets_the_region_in_the_name() {
         let fns = vec![
-            f("projects/p/locations/us-central1/functions/hello", "ACTIVE", "https://a"),
-            f("projects/p/locations/europe-west1/functions/hello", "ACTIVE", "https://b"),
-            f("projects/p/locations/europe-west1/functions/other", "ACTIVE", "https://c"),
+            f(
+                "projects/p/locations/us-central1/functions/hello",
+                "ACTIVE",
+                "https://a",
+            ),
+            f(
+                "projects/p/locations/europe-west1/functions/hello",
+                "ACTIVE",
+                "https://b",
+            ),
+            f(
+                "projects/p/locations/europe-west1/functions/other",
+                "ACTIVE",
+                "https://c",
+            ),
         ];
         let rs = to_resources("default", "gcp", &fns, &Filter::default());
-        assert_eq!(names(&rs), ["hello-europe-west1", "other", "hello-us-central1"]);
+        assert_eq!(
+            names(&rs),
+            ["hello-europe-west1", "other", "hello-us-central1"]
+        );
     }
 
     #[test]
     fn filters_by_label_and_name_prefix() {
-        let mut a = f("projects/p/locations/l/functions/api-a", "ACTIVE", "https://a");
+        let mut a = f(
+            "projects/p/locations/l/functions/api-a",
+            "ACTIVE",
+            "https://a",
+        );
         a.labels.insert("team".into(), "x".into());
-        let mut b = f("projects/p/locations/l/functions/api-b", "ACTIVE", "https://b");
+        let mut b = f(
+            "projects/p/locations/l/functions/api-b",
+            "ACTIVE",
+            "https://b",
+        );
         b.labels.insert("team".into(), "y".into());
-        let c = f("projects/p/locations/l/functions/job-c", "ACTIVE", "https://c");
+        let c = f(
+            "projects/p/locations/l/functions/job-c",
+            "ACTIVE",
+            "https://c",
+        );
         let fns = vec![a, b, c];
         let by_prefix = Filter {
             name_prefix: "api-".into(),
             ..Default::default()
         };
-        assert_eq!(names(&to_resources("d", "u", &fns, &by_prefix)), ["api-a", "api-b"]);
+        assert_eq!(
+            names(&to_resources("d", "u", &fns, &by_prefix)),
+            ["api-a", "api-b"]
+        );
         let by_label = Filter {
             labels: vec![("team".into(), "y".into())],
             ..Default::default()
@@ -524,12 +581,25 @@ mod tests {
     #[test]
     fn a_name_two_upstreams_share_is_published_once() {
         let mut parts = Partitions::default();
-        let one = |u: &str| to_resources("d", u, &[f("projects/p/locations/l/functions/x", "ACTIVE", "https://a")], &Filter::default());
+        let one = |u: &str| {
+            to_resources(
+                "d",
+                u,
+                &[f(
+                    "projects/p/locations/l/functions/x",
+                    "ACTIVE",
+                    "https://a",
+                )],
+                &Filter::default(),
+            )
+        };
         parts.set(("d".to_string(), "a".to_string()), one("a"));
         parts.set(("d".to_string(), "b".to_string()), one("b"));
         let set = desired(&parts);
         assert_eq!(set.len(), 1);
-        let Some(Spec::Function(spec)) = &set[0].spec else { panic!() };
+        let Some(Spec::Function(spec)) = &set[0].spec else {
+            panic!()
+        };
         assert_eq!(spec.upstream, "a");
     }
 }

@@ -70,7 +70,14 @@ impl GcfApi {
         let key = dir.path().join("sa-key.pem");
         let public = dir.path().join("sa-pub.pem");
         let ok = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
             .arg(&key)
             .stderr(Stdio::null())
             .status()
@@ -189,7 +196,13 @@ impl Drop for GcfApi {
 }
 
 /// A `Function` as the v2 API returns it.
-pub fn function(project: &str, location: &str, name: &str, state: &str, uri: &str) -> serde_json::Value {
+pub fn function(
+    project: &str,
+    location: &str,
+    name: &str,
+    state: &str,
+    uri: &str,
+) -> serde_json::Value {
     serde_json::json!({
         "name": format!("projects/{project}/locations/{location}/functions/{name}"),
         "state": state,

@@ -39,7 +39,8 @@ async fn gcp_upstream(c: &mut Client, api: &GcfApi, extra: serde_json::Value) {
         ),
     )
     .await;
-    let mut gcp = json!({"project": PROJECT, "secretRef": {"name": "gcp-sa"}, "endpoint": api.url()});
+    let mut gcp =
+        json!({"project": PROJECT, "secretRef": {"name": "gcp-sa"}, "endpoint": api.url()});
     if let (Some(g), Some(e)) = (gcp.as_object_mut(), extra.as_object()) {
         g.extend(e.clone());
     }
@@ -105,7 +106,13 @@ fn url(name: &str) -> String {
 async fn paged_listing_keeps_active_http_functions_follows_deletes_and_refreshes_the_token() {
     // Pages of 2; tokens live 3 s.
     let api = GcfApi::start(2, 3);
-    let mut event = function(PROJECT, "us-central1", "on-upload", "ACTIVE", &url("on-upload"));
+    let mut event = function(
+        PROJECT,
+        "us-central1",
+        "on-upload",
+        "ACTIVE",
+        &url("on-upload"),
+    );
     event["eventTrigger"] = json!({
         "eventType": "google.cloud.storage.object.v1.finalized",
         "trigger": "projects/test-project/locations/us-central1/triggers/t",
@@ -113,10 +120,22 @@ async fn paged_listing_keeps_active_http_functions_follows_deletes_and_refreshes
     api.set_functions(&[
         function(PROJECT, "us-central1", "alpha", "ACTIVE", &url("alpha")),
         function(PROJECT, "europe-west1", "beta", "ACTIVE", &url("beta")),
-        function(PROJECT, "us-central1", "deploying", "DEPLOYING", &url("deploying")),
+        function(
+            PROJECT,
+            "us-central1",
+            "deploying",
+            "DEPLOYING",
+            &url("deploying"),
+        ),
         event,
         function(PROJECT, "us-east1", "gamma", "ACTIVE", &url("gamma")),
-        function("other-project", "us-central1", "elsewhere", "ACTIVE", &url("x")),
+        function(
+            "other-project",
+            "us-central1",
+            "elsewhere",
+            "ACTIVE",
+            &url("x"),
+        ),
     ]);
     let core = Core::start();
     let mut c = core.client(ADMIN_TOKEN).await;
@@ -188,7 +207,11 @@ async fn api_errors_and_outages_back_off_and_delete_nothing() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (r1, l1) = (retries(&d), api.stat("list_requests"));
     assert!(r1 > r0, "retries {r0} → {r1}");
-    assert!(l1 - l0 <= 6, "{} listings in 3 s while backing off", l1 - l0);
+    assert!(
+        l1 - l0 <= 6,
+        "{} listings in 3 s while backing off",
+        l1 - l0
+    );
     assert_eq!(function_names(&core).await, ["alpha", "beta"]);
 
     // 500: a source error, still nothing deleted.
@@ -210,14 +233,27 @@ async fn api_errors_and_outages_back_off_and_delete_nothing() {
     })
     .unwrap_or_else(|| panic!("no errors while down ({errors}):\n{}", d.metrics_text()));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(function_names(&core).await, ["alpha", "beta"], "{}", d.log());
+    assert_eq!(
+        function_names(&core).await,
+        ["alpha", "beta"],
+        "{}",
+        d.log()
+    );
 
     // Back up with one function: discovery recovers, and the other one goes.
     api.start_again();
-    api.set_functions(&[function(PROJECT, "us-central1", "alpha", "ACTIVE", &url("alpha"))]);
+    api.set_functions(&[function(
+        PROJECT,
+        "us-central1",
+        "alpha",
+        "ACTIVE",
+        &url("alpha"),
+    )]);
     wait_names(&core, &d, &["alpha"]).await;
-    eventually(Duration::from_secs(10), || (backoff(&d) == 0.0).then_some(()))
-        .expect("backoff reset after recovery");
+    eventually(Duration::from_secs(10), || {
+        (backoff(&d) == 0.0).then_some(())
+    })
+    .expect("backoff reset after recovery");
 }
 
 const FUNCTION_SOURCE: &str = r#"
@@ -285,13 +321,19 @@ async fn a_discovered_function_answers_through_envoy() {
         )
     });
     let body = r.json();
-    assert_eq!(body["greeting"], "hello from a cloud function", "{}", r.body);
+    assert_eq!(
+        body["greeting"], "hello from a cloud function",
+        "{}",
+        r.body
+    );
     assert_eq!(body["path"], "/base/world");
     assert_eq!(body["query"], "x=1");
     assert_eq!(body["host"], ff.addr.to_string());
     assert_eq!(body["authorization"], "Bearer invoke-token-123");
     // The token is in no gloo-core answer a viewer gets, nor in its logs.
-    let dump = e2e::http_get(proxy.core.admin, "/config_dump").map(|r| r.1).unwrap_or_default();
+    let dump = e2e::http_get(proxy.core.admin, "/config_dump")
+        .map(|r| r.1)
+        .unwrap_or_default();
     assert!(!dump.contains("invoke-token-123"));
     assert!(!proxy.core.log().contains("invoke-token-123"));
 }

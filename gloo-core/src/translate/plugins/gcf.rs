@@ -42,8 +42,7 @@ use envoy_types::pb::{
             },
             route::v3::{
                 route::Action as EnvoyAction, route_action::ClusterSpecifier,
-                route_action::HostRewriteSpecifier,
-                Route as EnvoyRoute,
+                route_action::HostRewriteSpecifier, Route as EnvoyRoute,
             },
         },
         extensions::{
@@ -224,7 +223,11 @@ fn token<'a>(
     let Some(auth) = &gcp.function_auth else {
         return Ok(None);
     };
-    let Some(r) = auth.token_secret_ref.as_ref().filter(|r| !r.name.is_empty()) else {
+    let Some(r) = auth
+        .token_secret_ref
+        .as_ref()
+        .filter(|r| !r.name.is_empty())
+    else {
         return Ok(None);
     };
     if auth.gcp_authn {
@@ -336,25 +339,23 @@ fn function_cluster(
 ) -> Result<Cluster, String> {
     let name = cluster_name(namespace, upstream, u);
     let ip = u.host.parse::<IpAddr>().is_ok();
-    let mut c = Cluster {
-        name: name.clone(),
-        connect_timeout: Some(
-            spec.connect_timeout
-                .as_ref()
-                .map(duration)
-                .unwrap_or(Duration {
+    let mut c =
+        Cluster {
+            name: name.clone(),
+            connect_timeout: Some(spec.connect_timeout.as_ref().map(duration).unwrap_or(
+                Duration {
                     seconds: 5,
                     nanos: 0,
-                }),
-        ),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(if ip {
-            DiscoveryType::Static as i32
-        } else {
-            DiscoveryType::LogicalDns as i32
-        })),
-        load_assignment: Some(load_assignment(&name, &[(u.host.clone(), u.port)])),
-        ..Default::default()
-    };
+                },
+            )),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(if ip {
+                DiscoveryType::Static as i32
+            } else {
+                DiscoveryType::LogicalDns as i32
+            })),
+            load_assignment: Some(load_assignment(&name, &[(u.host.clone(), u.port)])),
+            ..Default::default()
+        };
     if !ip {
         c.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
     }
@@ -559,7 +560,10 @@ impl Plugin for Gcf {
                 if ctx.get(Kind::Upstream, &key.namespace, upstream).is_some() {
                     reporter.warn(
                         key,
-                        format!("gcf: upstream {}/{upstream} is not a gcp upstream", key.namespace),
+                        format!(
+                            "gcf: upstream {}/{upstream} is not a gcp upstream",
+                            key.namespace
+                        ),
                     );
                 }
                 continue;
@@ -604,7 +608,10 @@ impl Plugin for Gcf {
         else {
             return Ok(());
         };
-        let up = destination.upstream.as_ref().ok_or("upstream is required")?;
+        let up = destination
+            .upstream
+            .as_ref()
+            .ok_or("upstream is required")?;
         let ns = if up.namespace.is_empty() {
             rc.namespace
         } else {
@@ -621,12 +628,8 @@ impl Plugin for Gcf {
         let Some(EnvoyAction::Route(ra)) = out.action.as_mut() else {
             return Ok(());
         };
-        ra.cluster_specifier = Some(ClusterSpecifier::Cluster(cluster_name(
-            ns, &up.name, &url,
-        )));
-        ra.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(
-            url.authority(),
-        ));
+        ra.cluster_specifier = Some(ClusterSpecifier::Cluster(cluster_name(ns, &up.name, &url)));
+        ra.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(url.authority()));
         let own_rewrite = rc
             .route
             .options
@@ -673,9 +676,9 @@ mod tests {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
     use prost::Message;
     use proto::v1::{
-        route::Action, route_action::Destination as Dest, status::State, GatewaySpec,
-        GcfFunction, GcpFunctionAuth, Matcher, Metadata as Meta, OpaqueSecret, Resource,
-        ResourceRef, Route, RouteAction, SecretSpec, VirtualServiceSpec,
+        route::Action, route_action::Destination as Dest, status::State, GatewaySpec, GcfFunction,
+        GcpFunctionAuth, Matcher, Metadata as Meta, OpaqueSecret, Resource, ResourceRef, Route,
+        RouteAction, SecretSpec, VirtualServiceSpec,
     };
 
     use super::*;
@@ -787,7 +790,14 @@ mod tests {
             .snapshot
             .of_type(url)
             .and_then(|m| m.get(name))
-            .unwrap_or_else(|| panic!("{name} not in {url}: {:?}", t.snapshot.of_type(url).map(|m| m.keys().collect::<Vec<_>>())));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name} not in {url}: {:?}",
+                    t.snapshot
+                        .of_type(url)
+                        .map(|m| m.keys().collect::<Vec<_>>())
+                )
+            });
         M::decode(r.any.value.as_slice()).unwrap()
     }
 
@@ -814,7 +824,11 @@ mod tests {
             route_vs("/hello", "hello"),
             gateway(),
         ]);
-        assert_eq!(report(&t, Kind::VirtualService, "vs").0, State::Accepted, "{t:?}");
+        assert_eq!(
+            report(&t, Kind::VirtualService, "vs").0,
+            State::Accepted,
+            "{t:?}"
+        );
         let name = "gcp_default-gcf-https-hello-abc-uc.a.run.app-443";
         let c: Cluster = decode(&t, xds::CLUSTER, name);
         assert_eq!(
@@ -832,7 +846,10 @@ mod tests {
         let Some(EnvoyAction::Route(ra)) = &rc.virtual_hosts[0].routes[0].action else {
             panic!("not a route action")
         };
-        assert_eq!(ra.cluster_specifier, Some(ClusterSpecifier::Cluster(name.into())));
+        assert_eq!(
+            ra.cluster_specifier,
+            Some(ClusterSpecifier::Cluster(name.into()))
+        );
         assert_eq!(
             ra.host_rewrite_specifier,
             Some(HostRewriteSpecifier::HostRewriteLiteral(
@@ -916,13 +933,18 @@ mod tests {
         assert_eq!(report(&t, Kind::Upstream, "gcp").0, State::Accepted);
         let c: Cluster = decode(&t, xds::CLUSTER, "gcp_default-gcf-https-h.example-443");
         let opts = HttpProtocolOptions::decode(
-            c.typed_extension_protocol_options[HTTP_OPTIONS].value.as_slice(),
+            c.typed_extension_protocol_options[HTTP_OPTIONS]
+                .value
+                .as_slice(),
         )
         .unwrap();
         let names: Vec<&str> = opts.http_filters.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
-            ["envoy.filters.http.header_mutation", "envoy.filters.http.upstream_codec"]
+            [
+                "envoy.filters.http.header_mutation",
+                "envoy.filters.http.upstream_codec"
+            ]
         );
         let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
         assert!(!format!("{rc:?}").contains(TOKEN), "token in a route");
@@ -935,7 +957,10 @@ mod tests {
         let t = run(objects);
         let (state, reason) = report(&t, Kind::Upstream, "gcp");
         assert_eq!(state, State::Rejected);
-        assert!(reason.contains("not both") && !reason.contains(TOKEN), "{reason}");
+        assert!(
+            reason.contains("not both") && !reason.contains(TOKEN),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -951,11 +976,20 @@ mod tests {
         ]);
         assert_eq!(report(&t, Kind::VirtualService, "vs").0, State::Accepted);
         let filters = http_filter_names(&t);
-        assert_eq!(filters.last().map(String::as_str), Some("envoy.filters.http.router"));
+        assert_eq!(
+            filters.last().map(String::as_str),
+            Some("envoy.filters.http.router")
+        );
         assert!(filters.contains(&GCP_AUTHN.to_string()), "{filters:?}");
-        let c: Cluster = decode(&t, xds::CLUSTER, "gcp_default-gcf-https-hello-abc-uc.a.run.app-443");
+        let c: Cluster = decode(
+            &t,
+            xds::CLUSTER,
+            "gcp_default-gcf-https-hello-abc-uc.a.run.app-443",
+        );
         let audience = Audience::decode(
-            c.metadata.unwrap().typed_filter_metadata[GCP_AUTHN].value.as_slice(),
+            c.metadata.unwrap().typed_filter_metadata[GCP_AUTHN]
+                .value
+                .as_slice(),
         )
         .unwrap();
         assert_eq!(audience.url, "https://hello-abc-uc.a.run.app");
@@ -973,14 +1007,26 @@ mod tests {
             ..Default::default()
         };
         let r = rc(vec![prefix("/a/"), prefix("/a/b")]);
-        let rw = path_rewrite(&RouteContext { namespace: "d", route: &r }, "");
+        let rw = path_rewrite(
+            &RouteContext {
+                namespace: "d",
+                route: &r,
+            },
+            "",
+        );
         assert_eq!(rw.pattern.unwrap().regex, "^(?:/a/b|/a)/*(.*)$");
         assert_eq!(rw.substitution, "/\\1");
         let r = rc(vec![Matcher {
             path: Some(Path::Exact("/x.y".into())),
             ..Default::default()
         }]);
-        let rw = path_rewrite(&RouteContext { namespace: "d", route: &r }, "/fn");
+        let rw = path_rewrite(
+            &RouteContext {
+                namespace: "d",
+                route: &r,
+            },
+            "/fn",
+        );
         assert_eq!(rw.pattern.unwrap().regex, "^.*$");
         assert_eq!(rw.substitution, "/fn");
         assert_eq!(escape("/a.b(c)"), "/a\\.b\\(c\\)");
@@ -1002,12 +1048,21 @@ mod tests {
         assert_eq!(u.audience(), "https://hello-abc-uc.a.run.app");
         let u = FunctionUrl::parse("http://127.0.0.1:8081/fn/x?y=1").unwrap();
         assert!(!u.tls);
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8081, "/fn/x"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 8081, "/fn/x")
+        );
         assert_eq!(u.authority(), "127.0.0.1:8081");
         let u = FunctionUrl::parse("http://[::1]:9000/").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
         assert_eq!(u.authority(), "[::1]:9000");
-        for bad in ["ftp://x", "https://", "https://h:99999", "https://u:p@h/", "https://h h/"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https://h:99999",
+            "https://u:p@h/",
+            "https://h h/",
+        ] {
             assert!(FunctionUrl::parse(bad).is_err(), "{bad}");
         }
     }
