@@ -337,3 +337,62 @@ async fn a_discovered_function_answers_through_envoy() {
     assert!(!dump.contains("invoke-token-123"));
     assert!(!proxy.core.log().contains("invoke-token-123"));
 }
+
+#[tokio::test]
+async fn envoy_accepts_gcp_authn_identity_for_functions() {
+    let ff = FunctionsFramework::start("hello", FUNCTION_SOURCE);
+    let proxy = Proxy::start(false).await;
+    let mut c = proxy.client.clone();
+    apply(
+        &mut c,
+        resource(
+            Kind::Upstream,
+            "gcp",
+            json!({"gcp": {"project": PROJECT, "functionAuth": {"gcpAuthn": true}}}),
+        ),
+    )
+    .await;
+    apply(
+        &mut c,
+        resource(
+            Kind::Function,
+            "hello",
+            json!({"upstream": "gcp", "gcf": {"name": "projects/test-project/locations/l/functions/hello", "url": ff.url()}}),
+        ),
+    )
+    .await;
+    apply(
+        &mut c,
+        resource(
+            Kind::VirtualService,
+            "functions",
+            json!({"routes": [{"routeAction": {"single": {"upstream": {"name": "gcp"}, "function": "hello"}}}]}),
+        ),
+    )
+    .await;
+    // Envoy took the listener with gcp_authn, the audience-carrying function cluster and the
+    // metadata-server cluster, and refused nothing.
+    let dump = eventually(Duration::from_secs(20), || {
+        let d = proxy.envoy.config_dump();
+        (d.contains("envoy.filters.http.gcp_authn")
+            && d.contains("gcp_default-gcf-http-127.0.0.1")
+            && d.contains("\"gcp_metadata\""))
+        .then_some(d)
+    });
+    assert!(
+        dump.is_some(),
+        "Envoy has no gcp_authn config\nEnvoy log:\n{}",
+        proxy.envoy.log()
+    );
+    for stat in [
+        "listener_manager.lds.update_rejected",
+        "cluster_manager.cds.update_rejected",
+    ] {
+        assert_eq!(
+            proxy.envoy.stat(stat).unwrap_or(0),
+            0,
+            "{stat}\n{}",
+            proxy.envoy.log()
+        );
+    }
+}
