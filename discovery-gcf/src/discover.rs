@@ -274,13 +274,41 @@ pub async fn run(ctx: Context, args: Args, metrics: GcfMetrics) -> anyhow::Resul
             (poll.observe(changed), false)
         };
         debug!(delay_ms = delay.as_millis() as u64, failed, "next poll");
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-            // A new or edited Upstream or Secret is listed at once, unless backing off.
-            r = view_rx.changed(), if !backing_off => if r.is_err() { return Ok(()) },
+        let config = config_of(&view);
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(deadline) => break,
+                // A new or edited Upstream or Secret is listed at once, unless backing off;
+                // our own Functions being written is no reason to list again.
+                r = view_rx.changed(), if !backing_off => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                    let changed = view_rx
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|v| config_of(v) != config);
+                    if changed {
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// What the listings depend on in the store: the Upstreams and Secrets, by version.
+fn config_of(view: &StoreView) -> Vec<(i32, &str, &str, u64)> {
+    view.objects
+        .iter()
+        .filter(|(k, _)| k.0 == Kind::Upstream as i32 || k.0 == Kind::Secret as i32)
+        .map(|(k, r)| {
+            let version = r.metadata.as_ref().map_or(0, |m| m.resource_version);
+            (k.0, k.1.as_str(), k.2.as_str(), version)
+        })
+        .collect()
 }
 
 /// One pass over every GCP upstream; returns how many failed.

@@ -256,9 +256,7 @@ impl Translator {
         let (mut clusters, endpoints) =
             upstreams::translate(&ctx, plugins, &mut reporter, &mut self.upstreams);
         for p in plugins {
-            for c in p.clusters(&ctx, &mut reporter) {
-                clusters.push(Arc::new(crate::xds::XdsResource::new(c.name.clone(), &c)));
-            }
+            clusters.extend(p.clusters(&ctx, &mut reporter));
         }
         // 3. VirtualServices → virtual hosts (a Rejected one is left out).
         let vhosts = routes::translate(&ctx, plugins, &mut reporter, &mut self.vhosts);

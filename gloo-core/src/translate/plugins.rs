@@ -49,8 +49,13 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Step 1, for clusters that are not one Upstream's: clusters made from several objects
-    /// (e.g. one per function host), rebuilt on every pass; errors go on the objects at fault.
-    fn clusters(&self, _ctx: &Context<'_>, _reporter: &mut Reporter) -> Vec<Cluster> {
+    /// (e.g. one per function host), asked for on every pass (a plugin may keep the encoded
+    /// ones it can reuse); errors go on the objects at fault.
+    fn clusters(
+        &self,
+        _ctx: &Context<'_>,
+        _reporter: &mut Reporter,
+    ) -> Vec<std::sync::Arc<crate::xds::XdsResource>> {
         Vec::new()
     }
 
@@ -85,5 +90,5 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
-    vec![Box::new(gcf::Gcf)]
+    vec![Box::new(gcf::Gcf::default())]
 }

@@ -25,7 +25,11 @@
 //!
 //! Clusters are made per translation pass by [`Plugin::clusters`] (the one extension of the
 //! plugin interface this needed): they depend on Functions, Upstreams and Secrets together.
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
 
 use envoy_types::pb::{
     envoy::{
@@ -82,8 +86,9 @@ use crate::{
     translate::{
         names,
         upstreams::{any, duration, inline_body, load_assignment},
-        Context, Reporter,
+        Context, Reporter, Stamp,
     },
+    xds::XdsResource,
 };
 
 pub const GCP_AUTHN: &str = "envoy.filters.http.gcp_authn";
@@ -94,7 +99,13 @@ const METADATA_HOST: &str = "metadata.google.internal";
 const MARKER: &str = "io.solo.gloo.gcf";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-pub struct Gcf;
+/// The plugin; it keeps each function cluster's encoding while what it was made from (the
+/// upstream, its Secrets, the URL) is unchanged, so a pass with thousands of functions does not
+/// re-encode thousands of clusters.
+#[derive(Default)]
+pub struct Gcf {
+    cache: Mutex<HashMap<String, (Vec<Option<Stamp>>, Result<Arc<XdsResource>, String>)>>,
+}
 
 /// A function URL, taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,6 +436,33 @@ fn function_cluster(
     Ok(c)
 }
 
+/// What a function cluster is made from besides its URL (which is in its name): the upstream
+/// and the Secrets it names.
+fn cluster_deps(
+    ctx: &Context<'_>,
+    namespace: &str,
+    upstream: &str,
+    spec: &UpstreamSpec,
+    gcp: &GcpUpstream,
+) -> Vec<Option<Stamp>> {
+    let mut d = vec![ctx.stamp(Kind::Upstream, namespace, upstream)];
+    let refs = [
+        spec.tls.as_ref().and_then(|t| t.secret_ref.as_ref()),
+        gcp.function_auth
+            .as_ref()
+            .and_then(|a| a.token_secret_ref.as_ref()),
+    ];
+    for r in refs.into_iter().flatten() {
+        let ns = if r.namespace.is_empty() {
+            namespace
+        } else {
+            &r.namespace
+        };
+        d.push(ctx.stamp(Kind::Secret, ns, &r.name));
+    }
+    d
+}
+
 /// The cluster through which gcp_authn reaches the GCE metadata server.
 fn metadata_cluster() -> Cluster {
     Cluster {
@@ -541,8 +579,9 @@ impl Plugin for Gcf {
         Ok(())
     }
 
-    fn clusters(&self, ctx: &Context<'_>, reporter: &mut Reporter) -> Vec<Cluster> {
-        let mut out: BTreeMap<String, Cluster> = BTreeMap::new();
+    fn clusters(&self, ctx: &Context<'_>, reporter: &mut Reporter) -> Vec<Arc<XdsResource>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<String, Arc<XdsResource>> = BTreeMap::new();
         let mut authn = false;
         for (key, r) in ctx.input.of_kind(Kind::Function) {
             let Some(Spec::Function(FunctionSpec {
@@ -580,15 +619,27 @@ impl Plugin for Gcf {
             if out.contains_key(&name) {
                 continue;
             }
-            match function_cluster(ctx, &key.namespace, upstream, spec, gcp, &url) {
+            let deps = cluster_deps(ctx, &key.namespace, upstream, spec, gcp);
+            let fresh = cache.get(&name).is_some_and(|(d, _)| *d == deps);
+            if !fresh {
+                let built = function_cluster(ctx, &key.namespace, upstream, spec, gcp, &url)
+                    .map(|c| Arc::new(XdsResource::new(c.name.clone(), &c)));
+                cache.insert(name.clone(), (deps, built));
+            }
+            match &cache[&name].1 {
                 Ok(c) => {
-                    out.insert(name, c);
+                    out.insert(name, c.clone());
                 }
                 Err(e) => reporter.reject(key, format!("gcf: {e}")),
             }
         }
+        cache.retain(|name, _| out.contains_key(name));
         if authn {
-            out.insert(METADATA_CLUSTER.into(), metadata_cluster());
+            let c = metadata_cluster();
+            out.insert(
+                METADATA_CLUSTER.into(),
+                Arc::new(XdsResource::new(c.name.clone(), &c)),
+            );
         }
         out.into_values().collect()
     }
