@@ -104,8 +104,11 @@ const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 /// re-encode thousands of clusters.
 #[derive(Default)]
 pub struct Gcf {
-    cache: Mutex<HashMap<String, (Vec<Option<Stamp>>, Result<Arc<XdsResource>, String>)>>,
+    cache: Mutex<HashMap<String, ClusterEntry>>,
 }
+
+/// A function cluster (or why it could not be made), with what it was made from.
+type ClusterEntry = (Vec<Option<Stamp>>, Result<Arc<XdsResource>, String>);
 
 /// A function URL, taken apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
