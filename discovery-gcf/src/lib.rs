@@ -25,6 +25,12 @@ use proto::v1::Kind;
 
 /// Discovers Google Cloud Functions (v2) of GCP Upstreams and writes them to gloo-core as
 /// Functions, so VirtualServices can route to them by name.
+///
+/// For each GCP Upstream (`spec.gcp`: project, region or empty for all, secretRef, endpoint)
+/// the functions of the project are listed; ACTIVE, HTTP-triggered ones become Functions
+/// (`gcf: {name, url}`) named after the function, in the Upstream's namespace. Credentials: the
+/// service-account key in the Secret the Upstream names (`gcp.serviceAccountJson`), else the
+/// metadata server. A listing that fails keeps what was found before; polls back off.
 #[derive(clap::Parser, Clone, Debug)]
 #[command(name = "discovery-gcf", version)]
 pub struct Args {
