@@ -252,7 +252,7 @@ pub async fn run(ctx: Context, args: Args, metrics: GcfMetrics) -> anyhow::Resul
                 r = view_rx.changed() => if r.is_err() { return Ok(()) },
             }
         };
-        let failed = pass(
+        let (failed, retry_after) = pass(
             &ctx, &args, &http, &view, &owner, &selector, &filter, &metrics, &mut state,
         )
         .await;
@@ -262,7 +262,10 @@ pub async fn run(ctx: Context, args: Args, metrics: GcfMetrics) -> anyhow::Resul
         last = Some(d);
         ctx.publisher.publish(set);
         let (delay, backing_off) = if failed > 0 {
-            let delay = backoff.next_delay();
+            // Google's Retry-After, when it sent one, is a floor (capped at --max-interval).
+            let delay = backoff
+                .next_delay()
+                .max(retry_after.unwrap_or_default().min(args.max_interval));
             ctx.metrics.backing_off("gcf", delay);
             (delay, true)
         } else {
@@ -311,7 +314,7 @@ fn config_of(view: &StoreView) -> Vec<(i32, &str, &str, u64)> {
         .collect()
 }
 
-/// One pass over every GCP upstream; returns how many failed.
+/// One pass over every GCP upstream; returns how many failed, and the longest Retry-After.
 #[allow(clippy::too_many_arguments)]
 async fn pass(
     ctx: &Context,
@@ -323,7 +326,7 @@ async fn pass(
     filter: &Filter,
     metrics: &GcfMetrics,
     state: &mut State,
-) -> usize {
+) -> (usize, Option<Duration>) {
     let mut jobs = Vec::new();
     let mut failures: Vec<(PartKey, Error)> = Vec::new();
     let mut present = HashSet::new();
@@ -382,7 +385,9 @@ async fn pass(
         state.parts.set((ns, name), resources);
     }
     let failed = failures.len();
+    let mut longest_retry_after = None;
     for (key, e) in failures {
+        longest_retry_after = longest_retry_after.max(e.retry_after());
         metrics
             .listings
             .get_or_create(&ResultLabel { result: "error" })
@@ -395,7 +400,7 @@ async fn pass(
             state.parts.set(key, stored);
         }
     }
-    failed
+    (failed, longest_retry_after)
 }
 
 /// The request an upstream needs, with its (cached) token source.
