@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod discovery;
 pub mod envoy;
+pub mod gcf;
 pub mod http;
 
 use std::{

@@ -253,8 +253,11 @@ impl Translator {
         }
         let plugins = &self.plugins;
         // 1. Upstreams → clusters; 2. their endpoints.
-        let (clusters, endpoints) =
+        let (mut clusters, endpoints) =
             upstreams::translate(&ctx, plugins, &mut reporter, &mut self.upstreams);
+        for p in plugins {
+            clusters.extend(p.clusters(&ctx, &mut reporter));
+        }
         // 3. VirtualServices → virtual hosts (a Rejected one is left out).
         let vhosts = routes::translate(&ctx, plugins, &mut reporter, &mut self.vhosts);
         // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.

@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::{
 };
 use proto::v1::{Destination, FunctionSpec, Route, UpstreamSpec};
 
-use super::Context;
+use super::{Context, Reporter};
+
+pub mod gcf;
 
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +46,17 @@ pub trait Plugin: Send + Sync {
         _cluster: &mut Cluster,
     ) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Step 1, for clusters that are not one Upstream's: clusters made from several objects
+    /// (e.g. one per function host), asked for on every pass (a plugin may keep the encoded
+    /// ones it can reuse); errors go on the objects at fault.
+    fn clusters(
+        &self,
+        _ctx: &Context<'_>,
+        _reporter: &mut Reporter,
+    ) -> Vec<std::sync::Arc<crate::xds::XdsResource>> {
+        Vec::new()
     }
 
     /// Steps 2 and 3: shape the route for one destination; `function` is the Function the
@@ -77,5 +90,5 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(gcf::Gcf::default())]
 }

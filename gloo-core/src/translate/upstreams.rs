@@ -258,6 +258,13 @@ fn deps(ctx: &Context<'_>, key: &Key, spec: &UpstreamSpec, endpoints: &[&Arc<Res
             Some(UpstreamType::Gcp(g)) => g.secret_ref.as_ref(),
             _ => None,
         },
+        match &spec.upstream_type {
+            Some(UpstreamType::Gcp(g)) => g
+                .function_auth
+                .as_ref()
+                .and_then(|a| a.token_secret_ref.as_ref()),
+            _ => None,
+        },
     ];
     for r in refs.into_iter().flatten() {
         let ns = if r.namespace.is_empty() {
