@@ -1,0 +1,331 @@
+//! The gateway's traffic features, each observed with real traffic through a real Envoy fed by
+//! gloo-core: resilience (timeouts, retries, circuit breakers, health checks, outlier
+//! detection, load balancing), traffic control (shadowing, faults, rate limits, rewrites,
+//! headers, CORS, redirects, direct responses), TLS (SNI, rotation, client certificates),
+//! protocols (gRPC-Web, WebSocket, TCP) and observability (access logs, Prometheus stats,
+//! request ids). Each test starts one gloo-core and one Envoy and checks several features.
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use e2e::{
+    envoy::Proxy,
+    fixtures::resource,
+    free_port,
+    http::{self, eventually, Response},
+    scripted::{raw_request, Scripted},
+    Client,
+};
+use proto::v1::{status::State, ApplyRequest, GetRequest, Kind, ObjectKey, Resource};
+use serde_json::{json, Value};
+
+async fn apply(c: &mut Client, r: Resource) {
+    c.apply(ApplyRequest {
+        resource: Some(r),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("apply: {e}"));
+}
+
+async fn status(c: &mut Client, kind: Kind, name: &str) -> (State, String) {
+    let r = c
+        .get(GetRequest {
+            key: Some(ObjectKey {
+                kind: kind as i32,
+                namespace: "default".into(),
+                name: name.into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resource
+        .unwrap();
+    let s = r.status.unwrap_or_default();
+    (State::try_from(s.state).unwrap(), s.reason)
+}
+
+fn hosts(backends: &[&Scripted]) -> Value {
+    Value::Array(
+        backends
+            .iter()
+            .map(|b| json!({"addr": "127.0.0.1", "port": b.addr.port()}))
+            .collect(),
+    )
+}
+
+/// An Upstream over `backends` with extra spec fields.
+fn upstream(name: &str, backends: &[&Scripted], extra: Value) -> Resource {
+    let mut spec = json!({"static": {"hosts": hosts(backends)}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    resource(Kind::Upstream, name, spec)
+}
+
+fn to(upstream: &str) -> Value {
+    json!({"single": {"upstream": {"name": upstream}}})
+}
+
+fn route(prefix: &str, upstream: &str, options: Value) -> Value {
+    json!({"matchers": [{"prefix": prefix}], "routeAction": to(upstream), "options": options})
+}
+
+struct Gw {
+    p: Proxy,
+}
+
+impl Gw {
+    async fn start() -> Gw {
+        let gw = Gw {
+            p: Proxy::start(false).await,
+        };
+        gw.wait_for(
+            "/",
+            &[],
+            |r| r.status == 404,
+            "Envoy's listener to come up",
+        );
+        gw
+    }
+
+    fn req(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
+        http::request(self.p.listen, method, path, headers)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.req("GET", path, &[])
+            .unwrap_or_else(|| panic!("GET {path}: no answer"))
+    }
+
+    fn wait_for(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        ok: impl Fn(&Response) -> bool,
+        what: &str,
+    ) -> Response {
+        eventually(Duration::from_secs(20), || {
+            self.req("GET", path, headers).filter(|r| ok(r))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "waiting for {what}: last answer {:?}\ngloo-core log:\n{}\nEnvoy log:\n{}",
+                self.req("GET", path, headers),
+                tail(&self.p.core.log()),
+                tail(&self.p.envoy.log())
+            )
+        })
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.p.envoy.stat(name).unwrap_or(0)
+    }
+
+    /// A second Gateway `name` on a fresh port, with extra spec fields.
+    async fn gateway(&mut self, name: &str, extra: Value) -> SocketAddr {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut spec = json!({"bindAddress": "127.0.0.1", "bindPort": listen.port()});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        apply(&mut self.p.client, resource(Kind::Gateway, name, spec)).await;
+        listen
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_retries_and_circuit_breakers() {
+    let mut gw = Gw::start().await;
+    let b = Scripted::start("b").await;
+    let cb = Scripted::start("cb").await;
+    apply(&mut gw.p.client, upstream("b", &[&b], json!({}))).await;
+    apply(
+        &mut gw.p.client,
+        upstream(
+            "cb",
+            &[&cb],
+            json!({"circuitBreakers": {"maxConnections": 1, "maxPendingRequests": 1, "maxRequests": 1}}),
+        ),
+    )
+    .await;
+    let routes = json!([
+        route("/timeout", "b", json!({"timeout": "0.3s"})),
+        route("/retry", "b", json!({"retries": {"retryOn": "5xx", "numRetries": 2}})),
+        route("/per-try", "b", json!({"timeout": "5s", "retries": {"retryOn": "5xx", "numRetries": 1, "perTryTimeout": "0.3s"}})),
+        route("/cb", "cb", json!({})),
+    ]);
+    apply(
+        &mut gw.p.client,
+        resource(Kind::VirtualService, "vs", json!({"routes": routes})),
+    )
+    .await;
+    gw.wait_for("/timeout", &[], |r| r.status == 200, "the routes");
+
+    // Route timeout: a slow backend is a 504 at the client, after the timeout.
+    let t = Instant::now();
+    assert_eq!(gw.get("/timeout?delay_ms=2000").status, 504);
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+
+    // Retries: the backend fails the first two requests, the client sees one 200, the backend
+    // three requests.
+    let before = b.hits();
+    let r = gw.get("/retry?fail=r1:2");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(b.hits() - before, 3);
+    // Retries run out: three failures beyond two retries are the client's 503.
+    assert_eq!(gw.get("/retry?fail=r2:3").status, 503);
+
+    // Per-try timeout: each try is cut at 0.3 s and retried once, well before the route's 5 s.
+    let before = b.hits();
+    let t = Instant::now();
+    let r = gw.get("/per-try?delay_ms=1500&fail=pt:0");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(1400), "{:?}", t.elapsed());
+    assert_eq!(b.hits() - before, 2, "the per-try timeout retried once");
+
+    // Circuit breaker: one request at a time, one pending; the rest overflow as 503s.
+    let addr = gw.p.listen;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || http::get(addr, "/cb?delay_ms=700").map(|r| r.status))
+        })
+        .collect();
+    let statuses: Vec<Option<u16>> = tasks.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = statuses.iter().filter(|s| **s == Some(200)).count();
+    let overflow = statuses.iter().filter(|s| **s == Some(503)).count();
+    assert!(ok >= 1 && overflow >= 1, "{statuses:?}");
+    let counted = gw.stat("cluster.cb_default.upstream_rq_pending_overflow");
+    assert!(counted >= overflow as u64, "overflow counter {counted}, 503s {overflow}");
+    assert!(cb.hits() <= 2 + ok, "only admitted requests reach the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_outlier_detection_and_load_balancing() {
+    let mut gw = Gw::start().await;
+    let bs = [
+        Scripted::start("b0").await,
+        Scripted::start("b1").await,
+        Scripted::start("b2").await,
+    ];
+    let all: Vec<&Scripted> = bs.iter().collect();
+    // A closed port: the TCP check finds it down.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let fast = json!({"interval": "0.2s", "timeout": "0.2s", "unhealthyThreshold": 1, "healthyThreshold": 1});
+    let mut http_check = fast.clone();
+    http_check["http"] = json!({"path": "/healthz"});
+    let mut tcp_check = fast.clone();
+    tcp_check["tcp"] = json!({});
+    apply(&mut gw.p.client, upstream("hc", &all[..2], json!({"healthChecks": [http_check]}))).await;
+    let mut tcp_hosts = hosts(&all[2..]);
+    tcp_hosts
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"addr": "127.0.0.1", "port": dead_port}));
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::Upstream,
+            "tcp",
+            json!({"static": {"hosts": tcp_hosts}, "healthChecks": [tcp_check]}),
+        ),
+    )
+    .await;
+    apply(
+        &mut gw.p.client,
+        upstream(
+            "od",
+            &all[..2],
+            json!({"outlierDetection": {"consecutive5xx": 2, "interval": "0.1s", "baseEjectionTime": "30s", "maxEjectionPercent": 50}}),
+        ),
+    )
+    .await;
+    apply(
+        &mut gw.p.client,
+        upstream("hash", &all, json!({"loadBalancer": {"policy": "RING_HASH", "hashHeader": "x-user"}})),
+    )
+    .await;
+    apply(
+        &mut gw.p.client,
+        upstream("maglev", &all, json!({"loadBalancer": {"policy": "MAGLEV", "hashHeader": "x-user"}})),
+    )
+    .await;
+    apply(
+        &mut gw.p.client,
+        upstream("lr", &all, json!({"loadBalancer": {"policy": "LEAST_REQUEST"}})),
+    )
+    .await;
+    let routes = json!([
+        route("/hc", "hc", json!({})),
+        route("/tcp", "tcp", json!({})),
+        route("/od", "od", json!({})),
+        route("/hash", "hash", json!({})),
+        route("/maglev", "maglev", json!({})),
+        route("/lr", "lr", json!({})),
+    ]);
+    apply(
+        &mut gw.p.client,
+        resource(Kind::VirtualService, "vs", json!({"routes": routes})),
+    )
+    .await;
+    gw.wait_for("/lr", &[], |r| r.status == 200, "the routes");
+
+    // HTTP health check: b1 reports unhealthy and is taken out of rotation.
+    bs[1].set_health(503);
+    gw.wait_for("/hc", &[], |_| gw.stat("cluster.hc_default.membership_healthy") == 1, "b1 to be found unhealthy");
+    for _ in 0..10 {
+        assert_eq!(gw.get("/hc").backend().as_deref(), Some("b0"));
+    }
+    // ... and back when healthy again.
+    bs[1].set_health(200);
+    gw.wait_for("/hc", &[], |r| r.backend().as_deref() == Some("b1"), "b1 back in rotation");
+
+    // TCP health check: the closed port is never chosen.
+    gw.wait_for("/tcp", &[], |_| gw.stat("cluster.tcp_default.membership_healthy") == 1, "the closed port to be found down");
+    for _ in 0..10 {
+        let r = gw.get("/tcp");
+        assert_eq!(r.backend().as_deref(), Some("b2"), "{r:?}");
+    }
+
+    // Outlier detection: b0 fails every request on /od?status=500 ... is ejected after 2.
+    let mut ejected = false;
+    for _ in 0..20 {
+        let _ = gw.get("/od?status=500");
+        if gw.stat("cluster.od_default.outlier_detection.ejections_active") == 1 {
+            ejected = true;
+            break;
+        }
+    }
+    assert!(ejected, "an endpoint answering 500s was ejected");
+    // With max 50% ejected, one endpoint keeps serving everything.
+    let served: std::collections::BTreeSet<String> =
+        (0..6).filter_map(|_| gw.get("/od").backend()).collect();
+    assert_eq!(served.len(), 1, "{served:?}");
+
+    // Ring hash and Maglev: one user sticks to one backend; many users spread.
+    for path in ["/hash", "/maglev"] {
+        let mut spread = std::collections::BTreeSet::new();
+        for user in 0..12 {
+            let u = format!("user-{user}");
+            let first = gw.req("GET", path, &[("x-user", &u)]).unwrap().backend();
+            for _ in 0..3 {
+                assert_eq!(gw.req("GET", path, &[("x-user", &u)]).unwrap().backend(), first, "{path} {u}");
+            }
+            spread.insert(first);
+        }
+        assert!(spread.len() >= 2, "{path}: {spread:?}");
+    }
+    // Least request over idle backends still reaches all of them.
+    let served: std::collections::BTreeSet<String> =
+        (0..30).filter_map(|_| gw.get("/lr").backend()).collect();
+    assert_eq!(served.len(), 3, "{served:?}");
+}
