@@ -329,3 +329,120 @@ async fn health_checks_outlier_detection_and_load_balancing() {
         (0..30).filter_map(|_| gw.get("/lr").backend()).collect();
     assert_eq!(served.len(), 3, "{served:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
+    let mut gw = Gw::start().await;
+    let b = Scripted::start("b").await;
+    let shadow = Scripted::start("shadow").await;
+    apply(&mut gw.p.client, upstream("b", &[&b], json!({}))).await;
+    apply(&mut gw.p.client, upstream("shadow", &[&shadow], json!({}))).await;
+    let routes = json!([
+        route("/mirror", "b", json!({"shadowing": {"upstream": {"name": "shadow"}, "percentage": 100}})),
+        route("/abort", "b", json!({"faults": {"abort": {"httpStatus": 418, "percentage": 100}}})),
+        route("/delay", "b", json!({"faults": {"delay": {"fixedDelay": "0.4s", "percentage": 100}}})),
+        route("/limited", "b", json!({"rateLimit": {"maxTokens": 3, "fillInterval": "60s"}})),
+        route("/old/", "b", json!({"prefixRewrite": "/new/"})),
+        {"matchers": [{"regex": "^/re/[0-9]+$"}], "routeAction": to("b"),
+         "options": {"regexRewrite": {"pattern": "^/re/([0-9]+)$", "substitution": "/item/\\1"}}},
+        route("/host", "b", json!({"hostRewrite": "internal.example"})),
+        route("/headers", "b", json!({"headers": {
+            "requestHeadersToAdd": {"x-added": "yes"}, "requestHeadersToRemove": ["x-secret"],
+            "responseHeadersToAdd": {"x-gateway": "gloo"}, "responseHeadersToRemove": ["content-type"]}})),
+        route("/cors", "b", json!({"cors": {"allowOrigin": ["https://app.example"], "allowMethods": ["GET", "POST"], "maxAge": "600s"}})),
+        {"matchers": [{"prefix": "/secure"}], "redirect": {"https": true}},
+        {"matchers": [{"prefix": "/moved"}], "redirect": {"host": "new.example", "responseCode": 302}},
+        {"matchers": [{"exact": "/old-page"}], "redirect": {"path": "/new-page"}},
+        {"matchers": [{"prefix": "/direct"}], "directResponse": {"status": 202, "body": "straight from the gateway"}},
+        route("/", "b", json!({})),
+    ]);
+    apply(
+        &mut gw.p.client,
+        resource(Kind::VirtualService, "vs", json!({"routes": routes})),
+    )
+    .await;
+    // A second host whose routes share one rate limit.
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::VirtualService,
+            "limited-host",
+            json!({"domains": ["limited.test"], "options": {"rateLimit": {"maxTokens": 2, "fillInterval": "60s"}},
+                   "routes": [route("/a", "b", json!({})), route("/b", "b", json!({}))]}),
+        ),
+    )
+    .await;
+    gw.wait_for("/direct", &[], |r| r.status == 202, "the routes");
+    gw.wait_for("/a", &[("Host", "limited.test")], |r| r.status == 200, "the limited host");
+
+    // Shadowing: every request is also sent to the shadow backend (its answer is dropped).
+    assert_eq!(gw.get("/mirror/1").backend().as_deref(), Some("b"));
+    assert_eq!(gw.get("/mirror/2").backend().as_deref(), Some("b"));
+    let mirrored = eventually(Duration::from_secs(5), || (shadow.hits() >= 2).then_some(()));
+    assert!(mirrored.is_some(), "shadow saw {:?}", shadow.paths());
+    assert!(shadow.paths().iter().any(|p| p == "/mirror/1"));
+
+    // Faults: an abort answers without the backend; a delay holds the request.
+    let before = b.hits();
+    assert_eq!(gw.get("/abort").status, 418);
+    assert_eq!(b.hits(), before, "an aborted request never reaches the backend");
+    let t = Instant::now();
+    assert_eq!(gw.get("/delay").status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+
+    // Local rate limit per route: 3 tokens, then 429.
+    let statuses: Vec<u16> = (0..5).map(|_| gw.get("/limited").status).collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(gw.get("/old/x").status, 200, "other routes are not limited");
+    // Per virtual host: two tokens shared by both routes of the host.
+    let host = [("Host", "limited.test")];
+    // (one token went to the wait above)
+    let a = gw.req("GET", "/b", &host).unwrap().status;
+    let c = gw.req("GET", "/a", &host).unwrap().status;
+    assert_eq!((a, c), (200, 429));
+
+    // Rewrites.
+    assert_eq!(gw.get("/old/x?q=1").json()["path"], "/new/x");
+    assert_eq!(gw.get("/re/123").json()["path"], "/item/123");
+    assert_eq!(gw.get("/host").json()["headers"]["host"], "internal.example");
+
+    // Header manipulation, both ways.
+    let r = gw
+        .req("GET", "/headers", &[("x-secret", "s3cr3t"), ("x-kept", "1")])
+        .unwrap();
+    let seen = &r.json()["headers"];
+    assert_eq!(seen["x-added"], "yes");
+    assert_eq!(seen["x-kept"], "1");
+    assert!(seen.get("x-secret").is_none(), "{seen}");
+    assert_eq!(r.header("x-gateway"), Some("gloo"));
+    assert_eq!(r.header("content-type"), None);
+
+    // CORS: the gateway answers the preflight itself.
+    let before = b.hits();
+    let pre = gw
+        .req(
+            "OPTIONS",
+            "/cors",
+            &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")],
+        )
+        .unwrap();
+    assert_eq!(pre.status, 200, "{pre:?}");
+    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(pre.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(pre.header("access-control-max-age"), Some("600"));
+    assert_eq!(b.hits(), before, "the preflight never reached the backend");
+    let other = gw
+        .req("GET", "/cors", &[("Origin", "https://evil.example")])
+        .unwrap();
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    // Redirects and direct responses.
+    let r = gw.get("/secure/page");
+    assert_eq!((r.status, r.header("location")), (301, Some("https://test.local/secure/page")));
+    let r = gw.get("/moved/here");
+    assert_eq!((r.status, r.header("location")), (302, Some("http://new.example/moved/here")));
+    let r = gw.get("/old-page");
+    assert_eq!((r.status, r.header("location")), (301, Some("http://test.local/new-page")));
+    let r = gw.get("/direct");
+    assert_eq!((r.status, r.body.as_str()), (202, "straight from the gateway"));
+}
