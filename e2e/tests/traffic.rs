@@ -446,3 +446,182 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     let r = gw.get("/direct");
     assert_eq!((r.status, r.body.as_str()), (202, "straight from the gateway"));
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A self-signed certificate for `host` with organisation `org` (to tell versions apart).
+fn self_signed(dir: &std::path::Path, file: &str, host: &str, org: &str) -> (String, String) {
+    let (cert, key) = (format!("{file}.pem"), format!("{file}.key"));
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-days", "2", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", &key, "-out", &cert, "-subj", &format!("/O={org}/CN={host}"),
+            "-addext", &format!("subjectAltName=DNS:{host}"),
+        ],
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (read(&cert), read(&key))
+}
+
+fn tls_secret(name: &str, cert: &str, key: &str, ca: &str) -> Resource {
+    resource(
+        Kind::Secret,
+        name,
+        json!({"tls": {"certChain": cert, "privateKey": key, "rootCa": ca}}),
+    )
+}
+
+/// An `openssl s_client` session kept open: what it printed so far, and a way to send more.
+struct TlsSession {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl TlsSession {
+    fn open(addr: SocketAddr, sni: &str, extra: &[&str]) -> TlsSession {
+        use std::io::Read;
+        let mut child = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), "-servername", sni, "-ign_eof"])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut stdout, o) = (child.stdout.take().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        TlsSession { child, out }
+    }
+
+    fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Sends a GET on the open connection and waits for its answer (the n-th on this session).
+    fn get(&mut self, n: usize) -> bool {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        let _ = stdin.write_all(b"GET /tls HTTP/1.1\r\nHost: test.local\r\n\r\n");
+        let _ = stdin.flush();
+        eventually(Duration::from_secs(5), || {
+            (self.output().matches("HTTP/1.1 200").count() >= n).then_some(())
+        })
+        .is_some()
+    }
+
+    /// The organisation of the certificate the server presented.
+    fn served_org(&self) -> Option<String> {
+        eventually(Duration::from_secs(5), || {
+            let out = self.output();
+            let line = out.lines().find(|l| l.starts_with("subject="))?.to_string();
+            let org = line.split("O = ").nth(1)?.split(',').next()?.trim().to_string();
+            Some(org)
+        })
+    }
+}
+
+impl Drop for TlsSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The organisation of the certificate served for `sni`, on a fresh connection.
+fn served_org(addr: SocketAddr, sni: &str) -> Option<String> {
+    TlsSession::open(addr, sni, &[]).served_org()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_certificates() {
+    let mut gw = Gw::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (a1, a1k) = self_signed(d, "a1", "a.test", "a-one");
+    let (a2, a2k) = self_signed(d, "a2", "a.test", "a-two");
+    let (bc, bk) = self_signed(d, "b", "b.test", "b-one");
+    e2e::certs::make_certs(d);
+    std::fs::write(d.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(d, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client"]);
+    openssl(d, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.cnf"]);
+    let ca = std::fs::read_to_string(d.join("ca.pem")).unwrap();
+
+    let b = Scripted::start("b").await;
+    apply(&mut gw.p.client, upstream("b", &[&b], json!({}))).await;
+    apply(
+        &mut gw.p.client,
+        resource(Kind::VirtualService, "vs", json!({"routes": [route("/", "b", json!({}))]})),
+    )
+    .await;
+    apply(&mut gw.p.client, tls_secret("a-cert", &a1, &a1k, "")).await;
+    apply(&mut gw.p.client, tls_secret("b-cert", &bc, &bk, "")).await;
+    apply(&mut gw.p.client, tls_secret("client-ca", "", "", &ca)).await;
+    let tls = gw
+        .gateway(
+            "tls",
+            json!({"tls": {"certificates": [
+                {"serverNames": ["a.test"], "secretRef": {"name": "a-cert"}},
+                {"serverNames": ["b.test"], "secretRef": {"name": "b-cert"}},
+            ]}}),
+        )
+        .await;
+    let mtls = gw
+        .gateway(
+            "mtls",
+            json!({"tls": {"certificates": [{"secretRef": {"name": "b-cert"}}],
+                           "clientCaSecretRef": {"name": "client-ca"}}}),
+        )
+        .await;
+
+    // One certificate per server name; the first one for clients naming no other.
+    let up = eventually(Duration::from_secs(20), || {
+        served_org(tls, "a.test").filter(|o| o == "a-one")
+    });
+    assert!(up.is_some(), "TLS gateway never served a.test; Envoy log:\n{}", tail(&gw.p.envoy.log()));
+    assert_eq!(served_org(tls, "b.test").as_deref(), Some("b-one"));
+    assert_eq!(served_org(tls, "other.test").as_deref(), Some("a-one"));
+
+    // A connection open before the rotation...
+    let mut session = TlsSession::open(tls, "a.test", &[]);
+    assert!(session.get(1), "HTTPS through the gateway: {}", session.output());
+    // ... the Secret changes: new connections get the new certificate ...
+    let modified = gw.stat("listener_manager.listener_modified");
+    apply(&mut gw.p.client, tls_secret("a-cert", &a2, &a2k, "")).await;
+    let rotated = eventually(Duration::from_secs(20), || {
+        served_org(tls, "a.test").filter(|o| o == "a-two")
+    });
+    assert!(rotated.is_some(), "the rotated certificate was never served");
+    // ... and the open connection keeps working (the listener was not drained).
+    assert!(session.get(2), "the connection from before the rotation: {}", session.output());
+    assert_eq!(
+        gw.stat("listener_manager.listener_modified"),
+        modified,
+        "the rotation replaced no listener"
+    );
+
+    // Client certificates: without one the handshake fails, with one signed by the CA it works.
+    let mut without = TlsSession::open(mtls, "b.test", &[]);
+    assert!(!without.get(1), "{}", without.output());
+    let p = |f: &str| d.join(f).display().to_string();
+    let mut with = TlsSession::open(mtls, "b.test", &["-cert", &p("client.pem"), "-key", &p("client.key")]);
+    assert!(with.get(1), "{}", with.output());
+}
