@@ -625,3 +625,237 @@ async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_c
     let mut with = TlsSession::open(mtls, "b.test", &["-cert", &p("client.pem"), "-key", &p("client.key")]);
     assert!(with.get(1), "{}", with.output());
 }
+
+fn python() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
+}
+
+/// A Python server from `script` (given the port as its argument), killed on drop.
+struct PyServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PyServer {
+    fn start(script: &str) -> PyServer {
+        let port = free_port();
+        let child = std::process::Command::new(python())
+            .args(["-c", script, &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting python");
+        let up = eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "the Python server did not come up");
+        PyServer { child, port }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const GRPC_ECHO: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+def say(request, context):
+    return b"echo:" + request
+handler = grpc.method_handlers_generic_handler(
+    "echo.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"#;
+
+const WS_ECHO: &str = r#"
+import asyncio, sys
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1])):
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+/// A WebSocket client, by hand: the upgrade, one masked text frame, the echoed frame back.
+fn websocket_echo(addr: SocketAddr, text: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let upgrade = "GET /ws HTTP/1.1\r\nHost: test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    s.write_all(upgrade.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).map_err(|e| e.to_string())?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(head);
+    }
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend(mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    let mut hdr = [0u8; 2];
+    s.read_exact(&mut hdr).map_err(|e| e.to_string())?;
+    let mut payload = vec![0u8; (hdr[1] & 0x7f) as usize];
+    s.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&payload).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_websocket_and_tcp_proxy() {
+    let mut gw = Gw::start().await;
+    let grpc = PyServer::start(GRPC_ECHO);
+    let ws = PyServer::start(WS_ECHO);
+    let tcp_echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp_echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = tcp_echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let host = |port: u16| json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": port}]}});
+    let mut grpc_up = host(grpc.port);
+    grpc_up["useHttp2"] = json!(true);
+    apply(&mut gw.p.client, resource(Kind::Upstream, "grpc", grpc_up)).await;
+    apply(&mut gw.p.client, resource(Kind::Upstream, "ws", host(ws.port))).await;
+    apply(&mut gw.p.client, resource(Kind::Upstream, "echo", host(tcp_port))).await;
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::VirtualService,
+            "vs",
+            json!({"routes": [route("/echo.Echo/", "grpc", json!({})), route("/ws", "ws", json!({})),
+                              {"matchers": [{"prefix": "/up"}], "directResponse": {"status": 200}}]}),
+        ),
+    )
+    .await;
+    let tcp = gw
+        .gateway("tcp", json!({"tcpUpstream": {"name": "echo"}}))
+        .await;
+    gw.wait_for("/up", &[], |r| r.status == 200, "the routes");
+
+    // gRPC-Web: a framed request in, the gRPC server's answer and its trailers back.
+    let mut frame = vec![0u8];
+    frame.extend(5u32.to_be_bytes());
+    frame.extend(b"hello");
+    let head = "POST /echo.Echo/Say HTTP/1.1\r\nHost: test.local\r\n\
+                Content-Type: application/grpc-web+proto\r\nX-Grpc-Web: 1";
+    let raw = raw_request(gw.p.listen, head, &frame).expect("a gRPC-Web answer");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/grpc-web"), "{text}");
+    assert!(text.contains("echo:hello"), "{text}");
+    assert!(text.contains("grpc-status:0"), "{text}");
+
+    // WebSocket: upgraded through the gateway, echoed by the server.
+    assert_eq!(websocket_echo(gw.p.listen, "hi there").as_deref(), Ok("hi there"));
+
+    // TCP proxy: raw bytes through a Gateway with a tcpUpstream.
+    let echoed = eventually(Duration::from_secs(20), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(tcp).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"ping over tcp").ok()?;
+        let mut buf = [0u8; 13];
+        s.read_exact(&mut buf).ok()?;
+        Some(buf)
+    });
+    assert_eq!(echoed.as_ref().map(|b| &b[..]), Some(&b"ping over tcp"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_prometheus_stats_and_request_ids() {
+    let mut gw = Gw::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let b = Scripted::start("b").await;
+    apply(&mut gw.p.client, upstream("b", &[&b], json!({}))).await;
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::VirtualService,
+            "vs",
+            json!({"routes": [{"name": "all", "matchers": [{"prefix": "/"}], "routeAction": to("b")}]}),
+        ),
+    )
+    .await;
+    let logged = gw
+        .gateway(
+            "logged",
+            json!({"accessLog": {"path": log.display().to_string(),
+                                 "format": "%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER%"}}),
+        )
+        .await;
+    gw.wait_for("/ready", &[], |r| r.status == 200, "the route");
+    eventually(Duration::from_secs(20), || {
+        http::get(logged, "/ready").filter(|r| r.status == 200)
+    })
+    .expect("the logged gateway");
+
+    // One access-log line per request, in the configured format.
+    for i in 0..5 {
+        assert_eq!(http::get(logged, &format!("/logged/{i}")).unwrap().status, 200);
+    }
+    let lines = eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("/logged/"))
+            .map(str::to_string)
+            .collect();
+        (lines.len() >= 5).then_some(lines)
+    })
+    .expect("five access-log lines");
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[0], "GET /logged/0 200 b_default");
+
+    // Per-upstream and per-route statistics on Envoy's Prometheus endpoint.
+    let prom = http::get(gw.p.envoy.admin, "/stats/prometheus").unwrap().body;
+    let value = |metric: &str, label: &str| -> Option<f64> {
+        prom.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let upstream = value(
+        "envoy_cluster_upstream_rq_completed{",
+        "envoy_cluster_name=\"b_default\"",
+    );
+    assert!(upstream.is_some_and(|v| v >= 6.0), "{upstream:?}");
+    let per_route = prom
+        .lines()
+        .find(|l| l.contains("default-vs-all") && l.contains("upstream_rq_completed"));
+    assert!(per_route.is_some(), "no per-route statistics:\n{}", prom
+        .lines()
+        .filter(|l| l.contains("vhost"))
+        .collect::<Vec<_>>()
+        .join("\n"));
+
+    // A request id on every request, seen by the backend, distinct per request.
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            gw.get("/id").json()["headers"]["x-request-id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(!ids[0].is_empty() && ids[0] != ids[1], "{ids:?}");
+}
