@@ -61,7 +61,9 @@ impl Scripted {
                     if let Some(s) = query(&q, "status").and_then(|v| v.parse().ok()) {
                         status = s;
                     }
-                    if let Some((key, n)) = query(&q, "fail").as_deref().and_then(|f| f.split_once(':')) {
+                    if let Some((key, n)) =
+                        query(&q, "fail").as_deref().and_then(|f| f.split_once(':'))
+                    {
                         let mut f = st.failures.lock().unwrap();
                         let seen = f.entry(key.to_string()).or_default();
                         *seen += 1;

@@ -82,12 +82,7 @@ impl Gw {
         let gw = Gw {
             p: Proxy::start(false).await,
         };
-        gw.wait_for(
-            "/",
-            &[],
-            |r| r.status == 404,
-            "Envoy's listener to come up",
-        );
+        gw.wait_for("/", &[], |r| r.status == 404, "Envoy's listener to come up");
         gw
     }
 
@@ -158,8 +153,16 @@ async fn timeouts_retries_and_circuit_breakers() {
     .await;
     let routes = json!([
         route("/timeout", "b", json!({"timeout": "0.3s"})),
-        route("/retry", "b", json!({"retries": {"retryOn": "5xx", "numRetries": 2}})),
-        route("/per-try", "b", json!({"timeout": "5s", "retries": {"retryOn": "5xx", "numRetries": 1, "perTryTimeout": "0.3s"}})),
+        route(
+            "/retry",
+            "b",
+            json!({"retries": {"retryOn": "5xx", "numRetries": 2}})
+        ),
+        route(
+            "/per-try",
+            "b",
+            json!({"timeout": "5s", "retries": {"retryOn": "5xx", "numRetries": 1, "perTryTimeout": "0.3s"}})
+        ),
         route("/cb", "cb", json!({})),
     ]);
     apply(
@@ -172,7 +175,11 @@ async fn timeouts_retries_and_circuit_breakers() {
     // Route timeout: a slow backend is a 504 at the client, after the timeout.
     let t = Instant::now();
     assert_eq!(gw.get("/timeout?delay_ms=2000").status, 504);
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
 
     // Retries: the backend fails the first two requests, the client sees one 200, the backend
     // three requests.
@@ -188,23 +195,31 @@ async fn timeouts_retries_and_circuit_breakers() {
     let t = Instant::now();
     let r = gw.get("/per-try?delay_ms=1500&fail=pt:0");
     assert_eq!(r.status, 504, "{r:?}");
-    assert!(t.elapsed() < Duration::from_millis(1400), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(b.hits() - before, 2, "the per-try timeout retried once");
 
     // Circuit breaker: one request at a time, one pending; the rest overflow as 503s.
     let addr = gw.p.listen;
     let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || http::get(addr, "/cb?delay_ms=700").map(|r| r.status))
-        })
+        .map(|_| std::thread::spawn(move || http::get(addr, "/cb?delay_ms=700").map(|r| r.status)))
         .collect();
     let statuses: Vec<Option<u16>> = tasks.into_iter().map(|t| t.join().unwrap()).collect();
     let ok = statuses.iter().filter(|s| **s == Some(200)).count();
     let overflow = statuses.iter().filter(|s| **s == Some(503)).count();
     assert!(ok >= 1 && overflow >= 1, "{statuses:?}");
     let counted = gw.stat("cluster.cb_default.upstream_rq_pending_overflow");
-    assert!(counted >= overflow as u64, "overflow counter {counted}, 503s {overflow}");
-    assert!(cb.hits() <= 2 + ok, "only admitted requests reach the backend");
+    assert!(
+        counted >= overflow as u64,
+        "overflow counter {counted}, 503s {overflow}"
+    );
+    assert!(
+        cb.hits() <= 2 + ok,
+        "only admitted requests reach the backend"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +240,11 @@ async fn health_checks_outlier_detection_and_load_balancing() {
     http_check["http"] = json!({"path": "/healthz"});
     let mut tcp_check = fast.clone();
     tcp_check["tcp"] = json!({});
-    apply(&mut gw.p.client, upstream("hc", &all[..2], json!({"healthChecks": [http_check]}))).await;
+    apply(
+        &mut gw.p.client,
+        upstream("hc", &all[..2], json!({"healthChecks": [http_check]})),
+    )
+    .await;
     let mut tcp_hosts = hosts(&all[2..]);
     tcp_hosts
         .as_array_mut()
@@ -251,17 +270,29 @@ async fn health_checks_outlier_detection_and_load_balancing() {
     .await;
     apply(
         &mut gw.p.client,
-        upstream("hash", &all, json!({"loadBalancer": {"policy": "RING_HASH", "hashHeader": "x-user"}})),
+        upstream(
+            "hash",
+            &all,
+            json!({"loadBalancer": {"policy": "RING_HASH", "hashHeader": "x-user"}}),
+        ),
     )
     .await;
     apply(
         &mut gw.p.client,
-        upstream("maglev", &all, json!({"loadBalancer": {"policy": "MAGLEV", "hashHeader": "x-user"}})),
+        upstream(
+            "maglev",
+            &all,
+            json!({"loadBalancer": {"policy": "MAGLEV", "hashHeader": "x-user"}}),
+        ),
     )
     .await;
     apply(
         &mut gw.p.client,
-        upstream("lr", &all, json!({"loadBalancer": {"policy": "LEAST_REQUEST"}})),
+        upstream(
+            "lr",
+            &all,
+            json!({"loadBalancer": {"policy": "LEAST_REQUEST"}}),
+        ),
     )
     .await;
     let routes = json!([
@@ -281,16 +312,31 @@ async fn health_checks_outlier_detection_and_load_balancing() {
 
     // HTTP health check: b1 reports unhealthy and is taken out of rotation.
     bs[1].set_health(503);
-    gw.wait_for("/hc", &[], |_| gw.stat("cluster.hc_default.membership_healthy") == 1, "b1 to be found unhealthy");
+    gw.wait_for(
+        "/hc",
+        &[],
+        |_| gw.stat("cluster.hc_default.membership_healthy") == 1,
+        "b1 to be found unhealthy",
+    );
     for _ in 0..10 {
         assert_eq!(gw.get("/hc").backend().as_deref(), Some("b0"));
     }
     // ... and back when healthy again.
     bs[1].set_health(200);
-    gw.wait_for("/hc", &[], |r| r.backend().as_deref() == Some("b1"), "b1 back in rotation");
+    gw.wait_for(
+        "/hc",
+        &[],
+        |r| r.backend().as_deref() == Some("b1"),
+        "b1 back in rotation",
+    );
 
     // TCP health check: the closed port is never chosen.
-    gw.wait_for("/tcp", &[], |_| gw.stat("cluster.tcp_default.membership_healthy") == 1, "the closed port to be found down");
+    gw.wait_for(
+        "/tcp",
+        &[],
+        |_| gw.stat("cluster.tcp_default.membership_healthy") == 1,
+        "the closed port to be found down",
+    );
     for _ in 0..10 {
         let r = gw.get("/tcp");
         assert_eq!(r.backend().as_deref(), Some("b2"), "{r:?}");
@@ -318,7 +364,11 @@ async fn health_checks_outlier_detection_and_load_balancing() {
             let u = format!("user-{user}");
             let first = gw.req("GET", path, &[("x-user", &u)]).unwrap().backend();
             for _ in 0..3 {
-                assert_eq!(gw.req("GET", path, &[("x-user", &u)]).unwrap().backend(), first, "{path} {u}");
+                assert_eq!(
+                    gw.req("GET", path, &[("x-user", &u)]).unwrap().backend(),
+                    first,
+                    "{path} {u}"
+                );
             }
             spread.insert(first);
         }
@@ -373,22 +423,37 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     )
     .await;
     gw.wait_for("/direct", &[], |r| r.status == 202, "the routes");
-    gw.wait_for("/a", &[("Host", "limited.test")], |r| r.status == 200, "the limited host");
+    gw.wait_for(
+        "/a",
+        &[("Host", "limited.test")],
+        |r| r.status == 200,
+        "the limited host",
+    );
 
     // Shadowing: every request is also sent to the shadow backend (its answer is dropped).
     assert_eq!(gw.get("/mirror/1").backend().as_deref(), Some("b"));
     assert_eq!(gw.get("/mirror/2").backend().as_deref(), Some("b"));
-    let mirrored = eventually(Duration::from_secs(5), || (shadow.hits() >= 2).then_some(()));
+    let mirrored = eventually(Duration::from_secs(5), || {
+        (shadow.hits() >= 2).then_some(())
+    });
     assert!(mirrored.is_some(), "shadow saw {:?}", shadow.paths());
     assert!(shadow.paths().iter().any(|p| p == "/mirror/1"));
 
     // Faults: an abort answers without the backend; a delay holds the request.
     let before = b.hits();
     assert_eq!(gw.get("/abort").status, 418);
-    assert_eq!(b.hits(), before, "an aborted request never reaches the backend");
+    assert_eq!(
+        b.hits(),
+        before,
+        "an aborted request never reaches the backend"
+    );
     let t = Instant::now();
     assert_eq!(gw.get("/delay").status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
 
     // Local rate limit per route: 3 tokens, then 429.
     let statuses: Vec<u16> = (0..5).map(|_| gw.get("/limited").status).collect();
@@ -404,11 +469,18 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     // Rewrites.
     assert_eq!(gw.get("/old/x?q=1").json()["path"], "/new/x");
     assert_eq!(gw.get("/re/123").json()["path"], "/item/123");
-    assert_eq!(gw.get("/host").json()["headers"]["host"], "internal.example");
+    assert_eq!(
+        gw.get("/host").json()["headers"]["host"],
+        "internal.example"
+    );
 
     // Header manipulation, both ways.
     let r = gw
-        .req("GET", "/headers", &[("x-secret", "s3cr3t"), ("x-kept", "1")])
+        .req(
+            "GET",
+            "/headers",
+            &[("x-secret", "s3cr3t"), ("x-kept", "1")],
+        )
         .unwrap();
     let seen = &r.json()["headers"];
     assert_eq!(seen["x-added"], "yes");
@@ -423,11 +495,17 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
         .req(
             "OPTIONS",
             "/cors",
-            &[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")],
+            &[
+                ("Origin", "https://app.example"),
+                ("Access-Control-Request-Method", "POST"),
+            ],
         )
         .unwrap();
     assert_eq!(pre.status, 200, "{pre:?}");
-    assert_eq!(pre.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     assert_eq!(pre.header("access-control-allow-methods"), Some("GET,POST"));
     assert_eq!(pre.header("access-control-max-age"), Some("600"));
     assert_eq!(b.hits(), before, "the preflight never reached the backend");
@@ -438,13 +516,25 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
 
     // Redirects and direct responses.
     let r = gw.get("/secure/page");
-    assert_eq!((r.status, r.header("location")), (301, Some("https://test.local/secure/page")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("https://test.local/secure/page"))
+    );
     let r = gw.get("/moved/here");
-    assert_eq!((r.status, r.header("location")), (302, Some("http://new.example/moved/here")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("http://new.example/moved/here"))
+    );
     let r = gw.get("/old-page");
-    assert_eq!((r.status, r.header("location")), (301, Some("http://test.local/new-page")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (301, Some("http://test.local/new-page"))
+    );
     let r = gw.get("/direct");
-    assert_eq!((r.status, r.body.as_str()), (202, "straight from the gateway"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (202, "straight from the gateway")
+    );
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -453,7 +543,11 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("running openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A self-signed certificate for `host` with organisation `org` (to tell versions apart).
@@ -462,9 +556,23 @@ fn self_signed(dir: &std::path::Path, file: &str, host: &str, org: &str) -> (Str
     openssl(
         dir,
         &[
-            "req", "-x509", "-days", "2", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-keyout", &key, "-out", &cert, "-subj", &format!("/O={org}/CN={host}"),
-            "-addext", &format!("subjectAltName=DNS:{host}"),
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-subj",
+            &format!("/O={org}/CN={host}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{host}"),
         ],
     );
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
@@ -489,7 +597,14 @@ impl TlsSession {
     fn open(addr: SocketAddr, sni: &str, extra: &[&str]) -> TlsSession {
         use std::io::Read;
         let mut child = std::process::Command::new("openssl")
-            .args(["s_client", "-connect", &addr.to_string(), "-servername", sni, "-ign_eof"])
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                sni,
+                "-ign_eof",
+            ])
             .args(extra)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -504,7 +619,9 @@ impl TlsSession {
                 if n == 0 {
                     break;
                 }
-                o.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                o.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         TlsSession { child, out }
@@ -531,7 +648,13 @@ impl TlsSession {
         eventually(Duration::from_secs(5), || {
             let out = self.output();
             let line = out.lines().find(|l| l.starts_with("subject="))?.to_string();
-            let org = line.split("O = ").nth(1)?.split(',').next()?.trim().to_string();
+            let org = line
+                .split("O = ")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .to_string();
             Some(org)
         })
     }
@@ -559,17 +682,54 @@ async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_c
     let (bc, bk) = self_signed(d, "b", "b.test", "b-one");
     e2e::certs::make_certs(d);
     std::fs::write(d.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(d, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client"]);
-    openssl(d, &["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.cnf"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=client",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.cnf",
+        ],
+    );
     let ca = std::fs::read_to_string(d.join("ca.pem")).unwrap();
 
     let b = Scripted::start("b").await;
     apply(&mut gw.p.client, upstream("b", &[&b], json!({}))).await;
     apply(
         &mut gw.p.client,
-        resource(Kind::VirtualService, "vs", json!({"routes": [route("/", "b", json!({}))]})),
+        resource(
+            Kind::VirtualService,
+            "vs",
+            json!({"routes": [route("/", "b", json!({}))]}),
+        ),
     )
     .await;
     apply(&mut gw.p.client, tls_secret("a-cert", &a1, &a1k, "")).await;
@@ -596,22 +756,37 @@ async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_c
     let up = eventually(Duration::from_secs(20), || {
         served_org(tls, "a.test").filter(|o| o == "a-one")
     });
-    assert!(up.is_some(), "TLS gateway never served a.test; Envoy log:\n{}", tail(&gw.p.envoy.log()));
+    assert!(
+        up.is_some(),
+        "TLS gateway never served a.test; Envoy log:\n{}",
+        tail(&gw.p.envoy.log())
+    );
     assert_eq!(served_org(tls, "b.test").as_deref(), Some("b-one"));
     assert_eq!(served_org(tls, "other.test").as_deref(), Some("a-one"));
 
     // A connection open before the rotation...
     let mut session = TlsSession::open(tls, "a.test", &[]);
-    assert!(session.get(1), "HTTPS through the gateway: {}", session.output());
+    assert!(
+        session.get(1),
+        "HTTPS through the gateway: {}",
+        session.output()
+    );
     // ... the Secret changes: new connections get the new certificate ...
     let modified = gw.stat("listener_manager.listener_modified");
     apply(&mut gw.p.client, tls_secret("a-cert", &a2, &a2k, "")).await;
     let rotated = eventually(Duration::from_secs(20), || {
         served_org(tls, "a.test").filter(|o| o == "a-two")
     });
-    assert!(rotated.is_some(), "the rotated certificate was never served");
+    assert!(
+        rotated.is_some(),
+        "the rotated certificate was never served"
+    );
     // ... and the open connection keeps working (the listener was not drained).
-    assert!(session.get(2), "the connection from before the rotation: {}", session.output());
+    assert!(
+        session.get(2),
+        "the connection from before the rotation: {}",
+        session.output()
+    );
     assert_eq!(
         gw.stat("listener_manager.listener_modified"),
         modified,
@@ -622,7 +797,11 @@ async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_c
     let mut without = TlsSession::open(mtls, "b.test", &[]);
     assert!(!without.get(1), "{}", without.output());
     let p = |f: &str| d.join(f).display().to_string();
-    let mut with = TlsSession::open(mtls, "b.test", &["-cert", &p("client.pem"), "-key", &p("client.key")]);
+    let mut with = TlsSession::open(
+        mtls,
+        "b.test",
+        &["-cert", &p("client.pem"), "-key", &p("client.key")],
+    );
     assert!(with.get(1), "{}", with.output());
 }
 
@@ -735,8 +914,16 @@ async fn grpc_web_websocket_and_tcp_proxy() {
     let mut grpc_up = host(grpc.port);
     grpc_up["useHttp2"] = json!(true);
     apply(&mut gw.p.client, resource(Kind::Upstream, "grpc", grpc_up)).await;
-    apply(&mut gw.p.client, resource(Kind::Upstream, "ws", host(ws.port))).await;
-    apply(&mut gw.p.client, resource(Kind::Upstream, "echo", host(tcp_port))).await;
+    apply(
+        &mut gw.p.client,
+        resource(Kind::Upstream, "ws", host(ws.port)),
+    )
+    .await;
+    apply(
+        &mut gw.p.client,
+        resource(Kind::Upstream, "echo", host(tcp_port)),
+    )
+    .await;
     apply(
         &mut gw.p.client,
         resource(
@@ -766,7 +953,10 @@ async fn grpc_web_websocket_and_tcp_proxy() {
     assert!(text.contains("grpc-status:0"), "{text}");
 
     // WebSocket: upgraded through the gateway, echoed by the server.
-    assert_eq!(websocket_echo(gw.p.listen, "hi there").as_deref(), Ok("hi there"));
+    assert_eq!(
+        websocket_echo(gw.p.listen, "hi there").as_deref(),
+        Ok("hi there")
+    );
 
     // TCP proxy: raw bytes through a Gateway with a tcpUpstream.
     let echoed = eventually(Duration::from_secs(20), || {
@@ -812,7 +1002,10 @@ async fn access_logs_prometheus_stats_and_request_ids() {
 
     // One access-log line per request, in the configured format.
     for i in 0..5 {
-        assert_eq!(http::get(logged, &format!("/logged/{i}")).unwrap().status, 200);
+        assert_eq!(
+            http::get(logged, &format!("/logged/{i}")).unwrap().status,
+            200
+        );
     }
     let lines = eventually(Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).ok()?;
@@ -828,7 +1021,9 @@ async fn access_logs_prometheus_stats_and_request_ids() {
     assert_eq!(lines[0], "GET /logged/0 200 b_default");
 
     // Per-upstream and per-route statistics on Envoy's Prometheus endpoint.
-    let prom = http::get(gw.p.envoy.admin, "/stats/prometheus").unwrap().body;
+    let prom = http::get(gw.p.envoy.admin, "/stats/prometheus")
+        .unwrap()
+        .body;
     let value = |metric: &str, label: &str| -> Option<f64> {
         prom.lines()
             .filter(|l| l.starts_with(metric) && l.contains(label))
@@ -842,11 +1037,14 @@ async fn access_logs_prometheus_stats_and_request_ids() {
     let per_route = prom
         .lines()
         .find(|l| l.contains("default-vs-all") && l.contains("upstream_rq_completed"));
-    assert!(per_route.is_some(), "no per-route statistics:\n{}", prom
-        .lines()
-        .filter(|l| l.contains("vhost"))
-        .collect::<Vec<_>>()
-        .join("\n"));
+    assert!(
+        per_route.is_some(),
+        "no per-route statistics:\n{}",
+        prom.lines()
+            .filter(|l| l.contains("vhost"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // A request id on every request, seen by the backend, distinct per request.
     let ids: Vec<String> = (0..2)

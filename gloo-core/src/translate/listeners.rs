@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::{
     extensions::filters::{
         http::router::v3::Router,
         network::http_connection_manager::v3::{
-            http_connection_manager::{CodecType, RouteSpecifier},
             http_connection_manager::UpgradeConfig,
+            http_connection_manager::{CodecType, RouteSpecifier},
             http_filter, HttpConnectionManager, HttpFilter, Rds,
         },
     },

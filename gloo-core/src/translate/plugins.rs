@@ -23,6 +23,9 @@ pub mod protocols;
 pub mod resilience;
 pub mod traffic;
 
+#[cfg(test)]
+mod tests;
+
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {

@@ -29,8 +29,8 @@ use envoy_types::pb::{
 };
 use proto::v1::{
     matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest, Destination,
-    FunctionSpec, HeaderManipulation, Kind, Matcher, RetryPolicy, Route, RouteOptions, VirtualServiceSpec,
-    WeightedDestination,
+    FunctionSpec, HeaderManipulation, Kind, Matcher, RetryPolicy, Route, RouteOptions,
+    VirtualServiceSpec, WeightedDestination,
 };
 
 use std::{
@@ -579,6 +579,60 @@ fn translate_vs(
     Ok((vhost, warnings))
 }
 
+/// One entry of a protobuf `map<string, Any>` field, as it is encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MapEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<envoy_types::pb::google::protobuf::Any>,
+}
+
+/// Appends a `map<string, Any>` field in key order. prost encodes maps in the HashMap's
+/// iteration order, which differs between passes; equal input must give equal bytes.
+fn encode_map(
+    tag: u32,
+    map: &HashMap<String, envoy_types::pb::google::protobuf::Any>,
+    buf: &mut Vec<u8>,
+) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in entries {
+        let entry = MapEntry {
+            key: k.clone(),
+            value: Some(v.clone()),
+        };
+        prost::encoding::message::encode(tag, &entry, buf);
+    }
+}
+
+/// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
+/// order (fields may come in any order on the wire).
+fn encode_vhost(vhost: &VirtualHost) -> Vec<u8> {
+    const VHOST_ROUTES: u32 = 3;
+    const VHOST_FILTER_CONFIG: u32 = 15;
+    const ROUTE_FILTER_CONFIG: u32 = 13;
+    let mut rest = vhost.clone();
+    let routes = std::mem::take(&mut rest.routes);
+    let config = std::mem::take(&mut rest.typed_per_filter_config);
+    let mut buf = rest.encode_to_vec();
+    for route in routes {
+        let mut r = route;
+        let route_config = std::mem::take(&mut r.typed_per_filter_config);
+        let mut bytes = r.encode_to_vec();
+        encode_map(ROUTE_FILTER_CONFIG, &route_config, &mut bytes);
+        prost::encoding::encode_key(
+            VHOST_ROUTES,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(bytes.len() as u64, &mut buf);
+        buf.extend_from_slice(&bytes);
+    }
+    encode_map(VHOST_FILTER_CONFIG, &config, &mut buf);
+    buf
+}
+
 fn route_name(key: &Key, route: &Route, i: usize) -> String {
     if route.name.is_empty() {
         format!("{}-{}-{i}", key.namespace, key.name)
@@ -619,7 +673,7 @@ pub fn translate(
                         filters.push((stage, i, f));
                     }
                 }
-                let encoded = vhost.encode_to_vec();
+                let encoded = encode_vhost(&vhost);
                 let out = VirtualHostOut {
                     key: key.clone(),
                     domains: vhost.domains.clone(),

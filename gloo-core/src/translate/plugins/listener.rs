@@ -74,7 +74,10 @@ fn tls_secret<'a>(
         .ok_or_else(|| format!("{field}: Secret {ns}/{} not found", r.name))?;
     match &secret.kind {
         Some(secret_spec::Kind::Tls(t)) => Ok((Key::new(Kind::Secret, ns, &r.name), t)),
-        _ => Err(format!("{field}: Secret {ns}/{} is not a tls secret", r.name)),
+        _ => Err(format!(
+            "{field}: Secret {ns}/{} is not a tls secret",
+            r.name
+        )),
     }
 }
 
@@ -105,14 +108,19 @@ pub fn tls(ctx: &Context<'_>, key: &Key, gw: &GatewaySpec) -> Result<GatewayTls,
         let name = format!("{}-ca", names::cluster(&skey.namespace, &skey.name));
         let s = Secret {
             name: name.clone(),
-            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: Some(inline_body(&t.root_ca)),
-                ..Default::default()
-            })),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline_body(&t.root_ca)),
+                    ..Default::default()
+                },
+            )),
         };
-        out.secrets.insert(name.clone(), XdsResource::new(name.clone(), &s));
+        out.secrets
+            .insert(name.clone(), XdsResource::new(name.clone(), &s));
         out.origins.push((name.clone(), skey));
-        validation = Some(ValidationContextType::ValidationContextSdsSecretConfig(sds(&name)));
+        validation = Some(ValidationContextType::ValidationContextSdsSecretConfig(
+            sds(&name),
+        ));
     }
     let mut seen_names: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, c) in tls.certificates.iter().enumerate() {
@@ -149,7 +157,8 @@ pub fn tls(ctx: &Context<'_>, key: &Key, gw: &GatewaySpec) -> Result<GatewayTls,
                 ..Default::default()
             })),
         };
-        out.secrets.insert(name.clone(), XdsResource::new(name.clone(), &s));
+        out.secrets
+            .insert(name.clone(), XdsResource::new(name.clone(), &s));
         out.origins.push((name.clone(), skey));
         let ctx = DownstreamTlsContext {
             common_tls_context: Some(CommonTlsContext {
@@ -158,9 +167,7 @@ pub fn tls(ctx: &Context<'_>, key: &Key, gw: &GatewaySpec) -> Result<GatewayTls,
                 alpn_protocols: vec!["h2".into(), "http/1.1".into()],
                 ..Default::default()
             }),
-            require_client_certificate: validation
-                .is_some()
-                .then_some(BoolValue { value: true }),
+            require_client_certificate: validation.is_some().then_some(BoolValue { value: true }),
             ..Default::default()
         };
         out.chains.push((

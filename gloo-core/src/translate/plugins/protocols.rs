@@ -29,7 +29,9 @@ impl Plugin for Protocols {
             Stage::Early,
             HttpFilter {
                 name: GRPC_WEB.into(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(any(&GrpcWeb::default()))),
+                config_type: Some(http_filter::ConfigType::TypedConfig(any(
+                    &GrpcWeb::default(),
+                ))),
                 ..Default::default()
             },
         )]

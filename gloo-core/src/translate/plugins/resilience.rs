@@ -6,8 +6,8 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                circuit_breakers::Thresholds, cluster::LbPolicy, CircuitBreakers,
-                Cluster, OutlierDetection as EnvoyOutlier,
+                circuit_breakers::Thresholds, cluster::LbPolicy, CircuitBreakers, Cluster,
+                OutlierDetection as EnvoyOutlier,
             },
             core::v3::{
                 health_check::{self, payload, HealthChecker},
@@ -56,12 +56,17 @@ fn health_check(i: usize, h: &proto::v1::HealthCheck) -> Result<EnvoyHealthCheck
         None => return Err(format!("{f}: one of http or tcp is required")),
         Some(Check::Http(http)) => {
             if !http.path.starts_with('/') {
-                return Err(format!("{f}.http.path: {:?} must start with '/'", http.path));
+                return Err(format!(
+                    "{f}.http.path: {:?} must start with '/'",
+                    http.path
+                ));
             }
             let mut expected_statuses = Vec::new();
             for s in &http.expected_statuses {
                 if !(100..600).contains(s) {
-                    return Err(format!("{f}.http.expectedStatuses: {s} is not an HTTP status"));
+                    return Err(format!(
+                        "{f}.http.expectedStatuses: {s} is not an HTTP status"
+                    ));
                 }
                 expected_statuses.push(Int64Range {
                     start: i64::from(*s),
@@ -155,17 +160,15 @@ impl Plugin for Resilience {
                 }),
                 interval: od.interval.as_ref().map(duration),
                 base_ejection_time: od.base_ejection_time.as_ref().map(duration),
-                max_ejection_percent: (od.max_ejection_percent > 0)
-                    .then_some(UInt32Value {
-                        value: od.max_ejection_percent,
-                    }),
+                max_ejection_percent: (od.max_ejection_percent > 0).then_some(UInt32Value {
+                    value: od.max_ejection_percent,
+                }),
                 ..Default::default()
             });
         }
         if let Some(lb) = &spec.load_balancer {
-            let policy = Policy::try_from(lb.policy).map_err(|_| {
-                format!("loadBalancer.policy: unknown policy {}", lb.policy)
-            })?;
+            let policy = Policy::try_from(lb.policy)
+                .map_err(|_| format!("loadBalancer.policy: unknown policy {}", lb.policy))?;
             let hashed = matches!(policy, Policy::RingHash | Policy::Maglev);
             if !lb.hash_header.is_empty() && !hashed {
                 return Err(
@@ -205,17 +208,19 @@ impl Plugin for Resilience {
         else {
             return Ok(());
         };
-        let Some(lb) = spec.load_balancer.as_ref().filter(|l| !l.hash_header.is_empty()) else {
+        let Some(lb) = spec
+            .load_balancer
+            .as_ref()
+            .filter(|l| !l.hash_header.is_empty())
+        else {
             return Ok(());
         };
         if let Some(Action::Route(ra)) = out.action.as_mut() {
             ra.hash_policy.push(HashPolicy {
-                policy_specifier: Some(hash_policy::PolicySpecifier::Header(
-                    hash_policy::Header {
-                        header_name: lb.hash_header.to_ascii_lowercase(),
-                        ..Default::default()
-                    },
-                )),
+                policy_specifier: Some(hash_policy::PolicySpecifier::Header(hash_policy::Header {
+                    header_name: lb.hash_header.to_ascii_lowercase(),
+                    ..Default::default()
+                })),
                 ..Default::default()
             });
         }

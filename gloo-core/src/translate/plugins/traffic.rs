@@ -69,7 +69,9 @@ fn always() -> Option<RuntimeFractionalPercent> {
 
 pub fn cors(field: &str, c: &CorsPolicy) -> Result<Any, String> {
     if c.allow_origin.is_empty() {
-        return Err(format!("{field}.allowOrigin: at least one origin is required"));
+        return Err(format!(
+            "{field}.allowOrigin: at least one origin is required"
+        ));
     }
     let origins = c
         .allow_origin
@@ -174,7 +176,10 @@ fn shadow(
         &up.namespace
     };
     if ctx.get(Kind::Upstream, ns, &up.name).is_none() {
-        return Err(format!("shadowing.upstream: upstream {ns}/{} not found", up.name));
+        return Err(format!(
+            "shadowing.upstream: upstream {ns}/{} not found",
+            up.name
+        ));
     }
     Ok(RequestMirrorPolicy {
         cluster: names::cluster(ns, &up.name),
@@ -229,6 +234,9 @@ impl Plugin for Traffic {
         rc: &RouteContext<'_>,
         out: &mut EnvoyRoute,
     ) -> Result<(), String> {
+        // Per-route statistics (`vhost.<vhost>.route.<route>.upstream_rq_*`), on Envoy's
+        // /stats/prometheus like the per-cluster ones.
+        out.stat_prefix = out.name.clone();
         let Route {
             options: Some(o), ..
         } = rc.route
@@ -288,7 +296,12 @@ impl Plugin for Traffic {
         let mut names: Vec<&str> = vhost
             .typed_per_filter_config
             .keys()
-            .chain(vhost.routes.iter().flat_map(|r| r.typed_per_filter_config.keys()))
+            .chain(
+                vhost
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.typed_per_filter_config.keys()),
+            )
             .map(String::as_str)
             .collect();
         names.sort_unstable();
