@@ -17,7 +17,7 @@ use e2e::{
     scripted::{raw_request, Scripted},
     Client,
 };
-use proto::v1::{status::State, ApplyRequest, GetRequest, Kind, ObjectKey, Resource};
+use proto::v1::{ApplyRequest, Kind, Resource};
 use serde_json::{json, Value};
 
 async fn apply(c: &mut Client, r: Resource) {
@@ -29,22 +29,18 @@ async fn apply(c: &mut Client, r: Resource) {
     .unwrap_or_else(|e| panic!("apply: {e}"));
 }
 
-async fn status(c: &mut Client, kind: Kind, name: &str) -> (State, String) {
-    let r = c
-        .get(GetRequest {
-            key: Some(ObjectKey {
-                kind: kind as i32,
-                namespace: "default".into(),
-                name: name.into(),
-            }),
+/// Applies `r`, expecting the store to refuse it; the reason.
+async fn refused(c: &mut Client, r: Resource) -> String {
+    match c
+        .apply(ApplyRequest {
+            resource: Some(r),
+            ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .resource
-        .unwrap();
-    let s = r.status.unwrap_or_default();
-    (State::try_from(s.state).unwrap(), s.reason)
+    {
+        Ok(_) => panic!("the write was accepted"),
+        Err(e) => e.message().to_string(),
+    }
 }
 
 fn hosts(backends: &[&Scripted]) -> Value {
@@ -151,7 +147,30 @@ async fn timeouts_retries_and_circuit_breakers() {
         ),
     )
     .await;
+    // A listener that never accepts, its queue full: connections to it hang in SYN.
+    let stuck = PyServer::start(
+        "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\ns.listen(0)\ntime.sleep(600)",
+    );
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], stuck.port)),
+                Duration::from_millis(200),
+            )
+            .ok()
+        })
+        .collect();
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::Upstream,
+            "stuck",
+            json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": stuck.port}]}, "connectTimeout": "0.25s"}),
+        ),
+    )
+    .await;
     let routes = json!([
+        route("/connect", "stuck", json!({})),
         route("/timeout", "b", json!({"timeout": "0.3s"})),
         route(
             "/retry",
@@ -180,6 +199,16 @@ async fn timeouts_retries_and_circuit_breakers() {
         "{:?}",
         t.elapsed()
     );
+
+    // Connect timeout: an upstream that never completes the handshake is a 503 after 0.25 s.
+    let t = Instant::now();
+    assert_eq!(gw.get("/connect").status, 503);
+    assert!(
+        t.elapsed() < Duration::from_millis(2000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(gw.stat("cluster.stuck_default.upstream_cx_connect_timeout") >= 1);
 
     // Retries: the backend fails the first two requests, the client sees one 200, the backend
     // three requests.
@@ -751,6 +780,19 @@ async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_c
                            "clientCaSecretRef": {"name": "client-ca"}}}),
         )
         .await;
+
+    // A certificate from a Secret that does not exist is refused, naming the field.
+    let reason = refused(
+        &mut gw.p.client,
+        resource(
+            Kind::Gateway,
+            "broken",
+            json!({"bindAddress": "127.0.0.1", "bindPort": free_port(),
+                   "tls": {"certificates": [{"secretRef": {"name": "nope"}}]}}),
+        ),
+    )
+    .await;
+    assert!(reason.contains("tls.certificates[0].secretRef"), "{reason}");
 
     // One certificate per server name; the first one for clients naming no other.
     let up = eventually(Duration::from_secs(20), || {

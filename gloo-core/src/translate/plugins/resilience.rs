@@ -38,7 +38,7 @@ fn u32v(value: u32) -> Option<UInt32Value> {
 }
 
 fn hex(field: &str, s: &str) -> Result<health_check::Payload, String> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{field}: {s:?} is not hex"));
     }
     Ok(health_check::Payload {
