@@ -75,8 +75,13 @@ struct Gw {
 
 impl Gw {
     async fn start() -> Gw {
+        Gw::start_with(false).await
+    }
+
+    /// `delta` picks incremental ADS.
+    async fn start_with(delta: bool) -> Gw {
         let gw = Gw {
-            p: Proxy::start(false).await,
+            p: Proxy::start(delta).await,
         };
         gw.wait_for("/", &[], |r| r.status == 404, "Envoy's listener to come up");
         gw
@@ -703,7 +708,16 @@ fn served_org(addr: SocketAddr, sni: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_gateway_serves_a_certificate_per_sni_rotates_it_and_checks_client_certificates() {
-    let mut gw = Gw::start().await;
+    tls_gateway(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_gateway_over_delta_ads_serves_and_rotates_certificates() {
+    tls_gateway(true).await;
+}
+
+async fn tls_gateway(delta: bool) {
+    let mut gw = Gw::start_with(delta).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (a1, a1k) = self_signed(d, "a1", "a.test", "a-one");
