@@ -174,7 +174,23 @@ async fn timeouts_retries_and_circuit_breakers() {
         ),
     )
     .await;
+    for (name, cb) in [
+        ("max-retries", json!({"maxRetries": 1})),
+        (
+            "budget",
+            json!({"retryBudgetPercent": 1, "retryBudgetMinConcurrency": 1}),
+        ),
+    ] {
+        apply(
+            &mut gw.p.client,
+            upstream(name, &[&b], json!({"circuitBreakers": cb})),
+        )
+        .await;
+    }
+    let retry_twice = json!({"retries": {"retryOn": "5xx", "numRetries": 2}});
     let routes = json!([
+        route("/max-retries", "max-retries", retry_twice.clone()),
+        route("/budget", "budget", retry_twice),
         route("/connect", "stuck", json!({})),
         route("/timeout", "b", json!({"timeout": "0.3s"})),
         route(

@@ -6,8 +6,9 @@ use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
-                circuit_breakers::Thresholds, cluster::LbPolicy, CircuitBreakers, Cluster,
-                OutlierDetection as EnvoyOutlier,
+                circuit_breakers::{thresholds::RetryBudget, Thresholds},
+                cluster::LbPolicy,
+                CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
             },
             core::v3::{
                 health_check::{self, payload, HealthChecker},
@@ -19,7 +20,7 @@ use envoy_types::pb::{
                 Route as EnvoyRoute,
             },
         },
-        r#type::v3::Int64Range,
+        r#type::v3::{Int64Range, Percent},
     },
     google::protobuf::{Duration, UInt32Value},
 };
@@ -131,6 +132,19 @@ impl Plugin for Resilience {
             .map(|(i, h)| health_check(i, h))
             .collect::<Result<_, _>>()?;
         if let Some(cb) = &spec.circuit_breakers {
+            let budgeted = cb.retry_budget_percent > 0.0 || cb.retry_budget_min_concurrency > 0;
+            if !(0.0..=100.0).contains(&cb.retry_budget_percent) {
+                return Err(format!(
+                    "circuitBreakers.retryBudgetPercent: {} is not between 0 and 100",
+                    cb.retry_budget_percent
+                ));
+            }
+            if budgeted && cb.max_retries > 0 {
+                return Err(
+                    "circuitBreakers.maxRetries: a retry budget replaces maxRetries; set one"
+                        .into(),
+                );
+            }
             let nonzero = |v: u32| (v > 0).then_some(UInt32Value { value: v });
             cluster.circuit_breakers = Some(CircuitBreakers {
                 thresholds: vec![Thresholds {
@@ -138,6 +152,15 @@ impl Plugin for Resilience {
                     max_pending_requests: nonzero(cb.max_pending_requests),
                     max_requests: nonzero(cb.max_requests),
                     max_retries: nonzero(cb.max_retries),
+                    retry_budget: budgeted.then(|| RetryBudget {
+                        budget_percent: Some(Percent {
+                            value: cb.retry_budget_percent,
+                        }),
+                        min_retry_concurrency: Some(UInt32Value {
+                            value: cb.retry_budget_min_concurrency,
+                        }),
+                        ..Default::default()
+                    }),
                     // Report the remaining budget as gauges, so the overflow is observable.
                     track_remaining: true,
                     ..Default::default()
