@@ -472,7 +472,24 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
         ),
     )
     .await;
+    // A host whose routes all retry.
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::VirtualService,
+            "retrying-host",
+            json!({"domains": ["retrying.test"], "options": {"retries": {"retryOn": "5xx", "numRetries": 1}},
+                   "routes": [route("/", "b", json!({}))]}),
+        ),
+    )
+    .await;
     gw.wait_for("/direct", &[], |r| r.status == 202, "the routes");
+    gw.wait_for(
+        "/",
+        &[("Host", "retrying.test")],
+        |r| r.status == 200,
+        "the retrying host",
+    );
     gw.wait_for(
         "/a",
         &[("Host", "limited.test")],
@@ -515,6 +532,13 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     let a = gw.req("GET", "/b", &host).unwrap().status;
     let c = gw.req("GET", "/a", &host).unwrap().status;
     assert_eq!((a, c), (200, 429));
+
+    // Retries set on the virtual host apply to its routes.
+    let before = b.hits();
+    let r = gw
+        .req("GET", "/vh?fail=vh:1", &[("Host", "retrying.test")])
+        .unwrap();
+    assert_eq!((r.status, b.hits() - before), (200, 2));
 
     // Rewrites.
     assert_eq!(gw.get("/old/x?q=1").json()["path"], "/new/x");
