@@ -190,6 +190,11 @@ async fn timeouts_retries_and_circuit_breakers() {
     let retry_twice = json!({"retries": {"retryOn": "5xx", "numRetries": 2}});
     let routes = json!([
         route("/max-retries", "max-retries", retry_twice.clone()),
+        route(
+            "/codes",
+            "b",
+            json!({"retries": {"retryOn": "retriable-status-codes", "retriableStatusCodes": [418], "numRetries": 1}})
+        ),
         route("/budget", "budget", retry_twice),
         route("/connect", "stuck", json!({})),
         route("/timeout", "b", json!({"timeout": "0.3s"})),
@@ -237,6 +242,10 @@ async fn timeouts_retries_and_circuit_breakers() {
     let r = gw.get("/retry?fail=r1:2");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(b.hits() - before, 3);
+    // Retries on a chosen status code (not a 5xx): 418 is tried twice.
+    let before = b.hits();
+    assert_eq!(gw.get("/codes?status=418").status, 418);
+    assert_eq!(b.hits() - before, 2);
     // Retries run out: three failures beyond two retries are the client's 503.
     assert_eq!(gw.get("/retry?fail=r2:3").status, 503);
 
