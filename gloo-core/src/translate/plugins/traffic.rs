@@ -175,6 +175,9 @@ fn shadow(
     } else {
         &up.namespace
     };
+    if s.percentage <= 0.0 {
+        return Err("shadowing.percentage: must be above 0 (0 mirrors nothing)".into());
+    }
     if ctx.get(Kind::Upstream, ns, &up.name).is_none() {
         return Err(format!(
             "shadowing.upstream: upstream {ns}/{} not found",
