@@ -88,7 +88,7 @@ impl Gw {
     }
 
     fn req(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
-        http::request(self.p.listen, method, path, headers)
+        e2e::scripted::request(self.p.listen, method, path, headers)
     }
 
     fn get(&self, path: &str) -> Response {
@@ -525,9 +525,10 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     );
     let t = Instant::now();
     assert_eq!(gw.get("/delay").status, 200);
+    // (Envoy's timers may fire up to a millisecond early.)
     assert!(
-        t.elapsed() >= Duration::from_millis(400),
-        "{:?}",
+        t.elapsed() >= Duration::from_millis(390),
+        "the delay fault held the request only {:?}",
         t.elapsed()
     );
 
@@ -537,10 +538,22 @@ async fn shadowing_faults_rate_limits_rewrites_headers_cors_and_redirects() {
     assert_eq!(gw.get("/old/x").status, 200, "other routes are not limited");
     // Per virtual host: two tokens shared by both routes of the host.
     let host = [("Host", "limited.test")];
-    // (one token went to the wait above)
-    let a = gw.req("GET", "/b", &host).unwrap().status;
-    let c = gw.req("GET", "/a", &host).unwrap().status;
-    assert_eq!((a, c), (200, 429));
+    // (the wait above may have taken a token)
+    let statuses: Vec<(&str, u16)> = ["/a", "/b", "/a", "/b", "/a", "/b"]
+        .into_iter()
+        .map(|p| (p, gw.req("GET", p, &host).unwrap().status))
+        .collect();
+    let allowed = statuses.iter().take_while(|(_, s)| *s == 200).count();
+    assert!(allowed <= 2, "{statuses:?}");
+    assert!(
+        statuses[allowed..].iter().all(|(_, s)| *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[allowed..].iter().any(|(p, _)| *p == "/a")
+            && statuses[allowed..].iter().any(|(p, _)| *p == "/b"),
+        "both routes share the limit: {statuses:?}"
+    );
 
     // Retries set on the virtual host apply to its routes.
     let before = b.hits();
