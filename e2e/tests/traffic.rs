@@ -1175,3 +1175,74 @@ async fn access_logs_prometheus_stats_and_request_ids() {
         .collect();
     assert!(!ids[0].is_empty() && ids[0] != ids[1], "{ids:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_shift_under_load_with_no_errors() {
+    let mut gw = Gw::start().await;
+    let stable = Scripted::start("stable").await;
+    let canary = Scripted::start("canary").await;
+    apply(&mut gw.p.client, upstream("stable", &[&stable], json!({}))).await;
+    apply(&mut gw.p.client, upstream("canary", &[&canary], json!({}))).await;
+    let group = |canary_weight: u32| {
+        resource(
+            Kind::UpstreamGroup,
+            "release",
+            json!({"destinations": [
+                {"destination": {"upstream": {"name": "stable"}}, "weight": 100 - canary_weight},
+                {"destination": {"upstream": {"name": "canary"}}, "weight": canary_weight}]}),
+        )
+    };
+    apply(&mut gw.p.client, group(20)).await;
+    apply(
+        &mut gw.p.client,
+        resource(
+            Kind::VirtualService,
+            "vs",
+            json!({"routes": [{"routeAction": {"upstreamGroup": {"name": "release"}}}]}),
+        ),
+    )
+    .await;
+    gw.wait_for("/", &[], |r| r.status == 200, "the route");
+
+    // 20% canary, observed over many requests.
+    let share = |gw: &Gw| {
+        let n = 300;
+        let c = (0..n)
+            .filter(|_| gw.get("/").backend().as_deref() == Some("canary"))
+            .count();
+        c as f64 / n as f64
+    };
+    let s = share(&gw);
+    assert!((0.12..0.28).contains(&s), "canary share {s}");
+
+    // Shift to 100% canary in steps while requests keep flowing: none fails.
+    let listen = gw.p.listen;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match e2e::scripted::request(listen, "GET", "/", &[]) {
+                    Some(r) if r.status == 200 => ok += 1,
+                    other => bad.push(other.map(|r| r.status)),
+                }
+            }
+            (ok, bad)
+        })
+    };
+    for w in [40, 60, 80, 100] {
+        apply(&mut gw.p.client, group(w)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    gw.wait_for(
+        "/",
+        &[],
+        |_| (0..20).all(|_| gw.get("/").backend().as_deref() == Some("canary")),
+        "all traffic on the canary",
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = load.join().unwrap();
+    assert!(ok > 50, "only {ok} requests went through");
+    assert!(bad.is_empty(), "{} failed: {bad:?}", bad.len());
+}
