@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod envoy;
 pub mod gcf;
 pub mod http;
+pub mod scripted;
 
 use std::{
     net::{SocketAddr, TcpListener},

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::{
     extensions::filters::{
         http::router::v3::Router,
         network::http_connection_manager::v3::{
+            http_connection_manager::UpgradeConfig,
             http_connection_manager::{CodecType, RouteSpecifier},
             http_filter, HttpConnectionManager, HttpFilter, Rds,
         },
@@ -25,7 +26,7 @@ use proto::v1::{resource::Spec, GatewaySpec, Kind};
 
 use super::{
     names,
-    plugins::Stage,
+    plugins::{listener, Stage},
     routes::VirtualHostOut,
     upstreams::{ads, any},
     Context, Reporter,
@@ -118,8 +119,10 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
     }
 }
 
-/// Listeners, route configurations, and the objects each was made from, by resource name.
+/// Listeners, route configurations, SDS secrets, and the objects each was made from, by
+/// resource name.
 pub type Gateways = (
+    Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
     BTreeMap<String, Vec<Key>>,
@@ -149,13 +152,18 @@ pub fn translate(
         } else {
             gw.bind_address.as_str()
         };
-        if gw.tls.is_some() || gw.tcp_upstream.is_some() {
-            reporter.reject(
-                key,
-                "tls and tcpUpstream are not supported by this version yet",
-            );
-            continue;
-        }
+        let listener_name = names::listener(&key.namespace, &key.name);
+        let extras = listener::tls(ctx, key, gw).and_then(|tls| {
+            let tcp = listener::tcp_proxy(ctx, reporter, key, gw, &listener_name)?;
+            Ok((tls, tcp, listener::access_logs(gw)?))
+        });
+        let (tls, tcp, access_log) = match extras {
+            Ok(x) => x,
+            Err(e) => {
+                reporter.reject(key, e);
+                continue;
+            }
+        };
         if let Some(other) = bound.get(&(addr.to_string(), gw.bind_port)) {
             reporter.reject(
                 key,
@@ -188,31 +196,49 @@ pub fn translate(
                 }
             }
         }
-        usable.push((key, gw, addr.to_string(), list));
+        usable.push((key, gw, addr.to_string(), list, tls, tcp, access_log));
     }
 
     // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
     let mut origins = BTreeMap::new();
-    for (key, gw, addr, list) in usable {
+    let mut secrets: BTreeMap<String, XdsResource> = BTreeMap::new();
+    for (key, gw, addr, list, tls, tcp, access_log) in usable {
         let list: Vec<_> = list
             .into_iter()
             .filter(|v| !rejected_vs.contains(&v.key))
             .collect();
         let listener_name = names::listener(&key.namespace, &key.name);
         let rc_name = names::route_config(&key.namespace, &key.name);
-        let hcm = HttpConnectionManager {
-            stat_prefix: listener_name.clone(),
-            codec_type: CodecType::Auto as i32,
-            route_specifier: Some(RouteSpecifier::Rds(Rds {
-                config_source: Some(ads()),
-                route_config_name: rc_name.clone(),
-            })),
-            http_filters: http_filters(&list),
-            ..Default::default()
+        let network_filter = match tcp {
+            Some(tcp) => Filter {
+                name: "envoy.filters.network.tcp_proxy".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(any(&tcp))),
+            },
+            None => {
+                let hcm = HttpConnectionManager {
+                    stat_prefix: listener_name.clone(),
+                    codec_type: CodecType::Auto as i32,
+                    route_specifier: Some(RouteSpecifier::Rds(Rds {
+                        config_source: Some(ads()),
+                        route_config_name: rc_name.clone(),
+                    })),
+                    http_filters: http_filters(&list),
+                    access_log,
+                    upgrade_configs: vec![UpgradeConfig {
+                        upgrade_type: "websocket".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
+                Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
+                }
+            }
         };
-        let listener = Listener {
+        let mut listener = Listener {
             name: listener_name.clone(),
             address: Some(Address {
                 address: Some(address::Address::SocketAddress(SocketAddress {
@@ -221,15 +247,40 @@ pub fn translate(
                     ..Default::default()
                 })),
             }),
-            filter_chains: vec![FilterChain {
-                filters: vec![Filter {
-                    name: "envoy.filters.network.http_connection_manager".into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))),
-                }],
-                ..Default::default()
-            }],
             ..Default::default()
         };
+        if tls.chains.is_empty() {
+            listener.filter_chains = vec![FilterChain {
+                filters: vec![network_filter],
+                ..Default::default()
+            }];
+        } else {
+            listener.listener_filters = vec![listener::tls_inspector()];
+            for (i, (server_names, socket)) in tls.chains.into_iter().enumerate() {
+                let chain = FilterChain {
+                    filter_chain_match: listener::chain_match(&server_names),
+                    filters: vec![network_filter.clone()],
+                    transport_socket: Some(socket),
+                    name: format!("tls-{i}"),
+                    ..Default::default()
+                };
+                // The first certificate also answers clients whose SNI matches no other.
+                if i == 0 {
+                    listener.default_filter_chain = Some(FilterChain {
+                        filter_chain_match: None,
+                        name: "tls-default".into(),
+                        ..chain.clone()
+                    });
+                }
+                if chain.filter_chain_match.is_some() {
+                    listener.filter_chains.push(chain);
+                }
+            }
+            for (name, skey) in tls.origins {
+                origins.entry(name).or_insert_with(Vec::new).push(skey);
+            }
+            secrets.extend(tls.secrets);
+        }
         origins.insert(listener_name.clone(), vec![key.clone()]);
         let mut rc_origins = vec![key.clone()];
         rc_origins.extend(list.iter().map(|v| v.key.clone()));
@@ -237,5 +288,6 @@ pub fn translate(
         listeners.push(Arc::new(XdsResource::new(listener_name, &listener)));
         route_configs.push(Arc::new(route_configuration(&rc_name, &list)));
     }
-    (listeners, route_configs, origins)
+    let secrets = secrets.into_values().map(Arc::new).collect();
+    (listeners, route_configs, secrets, origins)
 }

@@ -261,7 +261,7 @@ impl Translator {
         // 3. VirtualServices → virtual hosts (a Rejected one is left out).
         let vhosts = routes::translate(&ctx, plugins, &mut reporter, &mut self.vhosts);
         // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.
-        let (listeners, route_configs, mut origins) =
+        let (listeners, route_configs, secrets, mut origins) =
             listeners::translate(&ctx, &vhosts, &mut reporter);
         for (key, _) in input.of_kind(Kind::Upstream) {
             origins.insert(names::cluster(&key.namespace, &key.name), vec![key.clone()]);
@@ -272,6 +272,7 @@ impl Translator {
             (xds::ENDPOINT, endpoints),
             (xds::LISTENER, listeners),
             (xds::ROUTE, route_configs),
+            (xds::SECRET, secrets),
         ] {
             snapshot.resources.insert(
                 url,

@@ -8,14 +8,25 @@
 //! - filter plugins add the HTTP filters the routes need, each at a stage (step 4); the router
 //!   always comes last.
 use envoy_types::pb::envoy::{
-    config::{cluster::v3::Cluster, route::v3::Route as EnvoyRoute},
+    config::{
+        cluster::v3::Cluster,
+        route::v3::{Route as EnvoyRoute, VirtualHost},
+    },
     extensions::filters::network::http_connection_manager::v3::HttpFilter,
 };
-use proto::v1::{Destination, FunctionSpec, Route, UpstreamSpec};
+use proto::v1::{Destination, FunctionSpec, Route, UpstreamSpec, VirtualServiceSpec};
 
 use super::{Context, Reporter};
 
 pub mod gcf;
+
+pub mod listener;
+pub mod protocols;
+pub mod resilience;
+pub mod traffic;
+
+#[cfg(test)]
+mod tests;
 
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,9 +97,32 @@ pub trait Plugin: Send + Sync {
     fn http_filters(&self, _routes: &[&EnvoyRoute]) -> Vec<(Stage, HttpFilter)> {
         Vec::new()
     }
+
+    /// Step 3: shape a VirtualService's virtual host by its options, after its routes.
+    fn virtual_host(
+        &self,
+        _ctx: &Context<'_>,
+        _namespace: &str,
+        _vs: &VirtualServiceSpec,
+        _out: &mut VirtualHost,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Step 4, seeing the whole virtual host (its own per-filter configuration too); by
+    /// default the filters `http_filters` asks for its routes.
+    fn vhost_filters(&self, vhost: &VirtualHost) -> Vec<(Stage, HttpFilter)> {
+        let routes: Vec<&EnvoyRoute> = vhost.routes.iter().collect();
+        self.http_filters(&routes)
+    }
 }
 
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
-    vec![Box::new(gcf::Gcf::default())]
+    vec![
+        Box::new(gcf::Gcf::default()),
+        Box::new(resilience::Resilience),
+        Box::new(traffic::Traffic),
+        Box::new(protocols::Protocols),
+    ]
 }

@@ -29,8 +29,8 @@ use envoy_types::pb::{
 };
 use proto::v1::{
     matcher::Path, resource::Spec, route::Action, route_action::Destination as Dest, Destination,
-    FunctionSpec, HeaderManipulation, Kind, Matcher, Route, RouteOptions, VirtualServiceSpec,
-    WeightedDestination,
+    FunctionSpec, HeaderManipulation, Kind, Matcher, RetryPolicy, Route, RouteOptions,
+    VirtualServiceSpec, WeightedDestination,
 };
 
 use std::{
@@ -88,6 +88,20 @@ fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSp
         }
     };
     for r in &vs.routes {
+        // A shadow upstream is looked up too (shadowing).
+        if let Some(u) = r
+            .options
+            .as_ref()
+            .and_then(|o| o.shadowing.as_ref())
+            .and_then(|s| s.upstream.as_ref())
+        {
+            let uns = if u.namespace.is_empty() {
+                ns
+            } else {
+                &u.namespace
+            };
+            d.push(ctx.stamp(Kind::Upstream, uns, &u.name));
+        }
         let Some(Action::RouteAction(ra)) = &r.action else {
             continue;
         };
@@ -318,6 +332,30 @@ fn header_options(h: &HeaderManipulation) -> (Vec<HeaderValueOption>, Vec<Header
     (req, resp)
 }
 
+/// Envoy's retry policy for a route's or a virtual host's `retries`.
+pub fn retry_policy(r: &RetryPolicy) -> EnvoyRetryPolicy {
+    EnvoyRetryPolicy {
+        retry_on: if r.retry_on.is_empty() {
+            "5xx".into()
+        } else {
+            r.retry_on.clone()
+        },
+        num_retries: Some(UInt32Value {
+            value: r.num_retries.max(1),
+        }),
+        per_try_timeout: r.per_try_timeout.as_ref().map(duration),
+        retriable_status_codes: r.retriable_status_codes.clone(),
+        retry_back_off: Some(RetryBackOff {
+            base_interval: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 0,
+                nanos: 25_000_000,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn apply_options(o: &RouteOptions, out: &mut EnvoyRoute) -> Result<(), String> {
     if let Some(h) = &o.headers {
         let (req, resp) = header_options(h);
@@ -349,26 +387,7 @@ fn apply_options(o: &RouteOptions, out: &mut EnvoyRoute) -> Result<(), String> {
         ));
     }
     if let Some(r) = &o.retries {
-        ra.retry_policy = Some(EnvoyRetryPolicy {
-            retry_on: if r.retry_on.is_empty() {
-                "5xx".into()
-            } else {
-                r.retry_on.clone()
-            },
-            num_retries: Some(UInt32Value {
-                value: r.num_retries.max(1),
-            }),
-            per_try_timeout: r.per_try_timeout.as_ref().map(duration),
-            retriable_status_codes: r.retriable_status_codes.clone(),
-            retry_back_off: Some(RetryBackOff {
-                base_interval: Some(envoy_types::pb::google::protobuf::Duration {
-                    seconds: 0,
-                    nanos: 25_000_000,
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        ra.retry_policy = Some(retry_policy(r));
     }
     Ok(())
 }
@@ -553,7 +572,65 @@ fn translate_vs(
         vhost.response_headers_to_add = resp;
         vhost.response_headers_to_remove = h.response_headers_to_remove.clone();
     }
+    for p in plugins {
+        p.virtual_host(ctx, &key.namespace, vs, &mut vhost)
+            .map_err(|e| format!("{}: {e}", p.name()))?;
+    }
     Ok((vhost, warnings))
+}
+
+/// One entry of a protobuf `map<string, Any>` field, as it is encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MapEntry {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<envoy_types::pb::google::protobuf::Any>,
+}
+
+/// Appends a `map<string, Any>` field in key order. prost encodes maps in the HashMap's
+/// iteration order, which differs between passes; equal input must give equal bytes.
+fn encode_map(
+    tag: u32,
+    map: &HashMap<String, envoy_types::pb::google::protobuf::Any>,
+    buf: &mut Vec<u8>,
+) {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in entries {
+        let entry = MapEntry {
+            key: k.clone(),
+            value: Some(v.clone()),
+        };
+        prost::encoding::message::encode(tag, &entry, buf);
+    }
+}
+
+/// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
+/// order (fields may come in any order on the wire).
+fn encode_vhost(vhost: &VirtualHost) -> Vec<u8> {
+    const VHOST_ROUTES: u32 = 3;
+    const VHOST_FILTER_CONFIG: u32 = 15;
+    const ROUTE_FILTER_CONFIG: u32 = 13;
+    let mut rest = vhost.clone();
+    let routes = std::mem::take(&mut rest.routes);
+    let config = std::mem::take(&mut rest.typed_per_filter_config);
+    let mut buf = rest.encode_to_vec();
+    for route in routes {
+        let mut r = route;
+        let route_config = std::mem::take(&mut r.typed_per_filter_config);
+        let mut bytes = r.encode_to_vec();
+        encode_map(ROUTE_FILTER_CONFIG, &route_config, &mut bytes);
+        prost::encoding::encode_key(
+            VHOST_ROUTES,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        prost::encoding::encode_varint(bytes.len() as u64, &mut buf);
+        buf.extend_from_slice(&bytes);
+    }
+    encode_map(VHOST_FILTER_CONFIG, &config, &mut buf);
+    buf
 }
 
 fn route_name(key: &Key, route: &Route, i: usize) -> String {
@@ -590,14 +667,13 @@ pub fn translate(
         let d = deps(ctx, reporter, key, vs);
         if cache.get(key).is_none_or(|e| e.deps != d) {
             let built = translate_vs(ctx, plugins, reporter, key, vs).map(|(vhost, warnings)| {
-                let routes: Vec<&EnvoyRoute> = vhost.routes.iter().collect();
                 let mut filters = Vec::new();
                 for (i, p) in plugins.iter().enumerate() {
-                    for (stage, f) in p.http_filters(&routes) {
+                    for (stage, f) in p.vhost_filters(&vhost) {
                         filters.push((stage, i, f));
                     }
                 }
-                let encoded = vhost.encode_to_vec();
+                let encoded = encode_vhost(&vhost);
                 let out = VirtualHostOut {
                     key: key.clone(),
                     domains: vhost.domains.clone(),
