@@ -15,6 +15,8 @@ use proto::v1::{Destination, FunctionSpec, Route, UpstreamSpec};
 
 use super::Context;
 
+pub mod rest;
+
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -69,6 +71,17 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// Step 3, last: adjust the Envoy routes made from one route (one per matcher, match and
+    /// options set), e.g. to narrow their match or to add routes right after them.
+    fn matched(
+        &self,
+        _ctx: &Context<'_>,
+        _route: &RouteContext<'_>,
+        _out: &mut Vec<EnvoyRoute>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Step 4: the HTTP filters this plugin needs on a listener whose routes are `routes`.
     fn http_filters(&self, _routes: &[&EnvoyRoute]) -> Vec<(Stage, HttpFilter)> {
         Vec::new()
@@ -77,5 +90,5 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(rest::Rest)]
 }
