@@ -18,7 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use discovery_runtime::{backoff::PollInterval, partitions::Partitions, reflect::StoreView, Context};
+use discovery_runtime::{
+    backoff::PollInterval, partitions::Partitions, reflect::StoreView, Context,
+};
 use futures::StreamExt;
 use proto::v1::Kind;
 use tracing::{debug, info, warn};
@@ -241,16 +243,18 @@ pub async fn run(
             };
             let now = Instant::now();
             for (k, outcome) in outcomes {
-                let Some(s) = states.get_mut(&k) else { continue };
+                let Some(s) = states.get_mut(&k) else {
+                    continue;
+                };
                 apply(&ctx, &metrics, &cfg, &mut parts, &k, s, outcome, now);
             }
         }
 
         let mut desired = parts.desired();
         dedupe_across_upstreams(&mut desired);
-        metrics.upstreams_with_spec.set(
-            states.values().filter(|s| s.known.is_some()).count() as i64,
-        );
+        metrics
+            .upstreams_with_spec
+            .set(states.values().filter(|s| s.known.is_some()).count() as i64);
         ctx.publisher.publish(desired);
 
         let next = states.values().map(|s| s.due).min();

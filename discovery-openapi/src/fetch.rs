@@ -38,7 +38,10 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(timeout: Duration, max_bytes: u64) -> anyhow::Result<Fetcher> {
         let mut headers = header::HeaderMap::new();
-        headers.insert(PROBE_HEADER.0, header::HeaderValue::from_static(PROBE_HEADER.1));
+        headers.insert(
+            PROBE_HEADER.0,
+            header::HeaderValue::from_static(PROBE_HEADER.1),
+        );
         headers.insert(
             header::ACCEPT,
             header::HeaderValue::from_static(
@@ -55,7 +58,11 @@ impl Fetcher {
     }
 
     /// GETs `url`, conditionally when `validators` are given.
-    pub async fn get(&self, url: &str, validators: Option<&Validators>) -> Result<Fetched, reqwest::Error> {
+    pub async fn get(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+    ) -> Result<Fetched, reqwest::Error> {
         let mut req = self.client.get(url);
         if let Some(v) = validators {
             if let Some(e) = &v.etag {

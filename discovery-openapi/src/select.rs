@@ -56,7 +56,11 @@ impl Selection {
 
 /// The URLs a spec may be at, in the order they are tried; `None` when the upstream's address
 /// is not known (an aws or gcp upstream, or a kube upstream without Endpoints yet).
-pub fn candidate_urls(upstream: &Resource, view: &StoreView, paths: &[String]) -> Option<Vec<String>> {
+pub fn candidate_urls(
+    upstream: &Resource,
+    view: &StoreView,
+    paths: &[String],
+) -> Option<Vec<String>> {
     let m = upstream.metadata.as_ref()?;
     let annotated = m.annotations.get(URL_ANNOTATION).map(|s| s.trim());
     if let Some(url) = annotated.filter(|u| u.starts_with("http://") || u.starts_with("https://")) {
@@ -158,7 +162,10 @@ mod tests {
         let view = StoreView::default();
         assert_eq!(
             candidate_urls(&upstream("default", None, stat()), &view, &paths).unwrap(),
-            ["http://10.0.0.1:8080/openapi.json", "http://10.0.0.1:8080/swagger.json"]
+            [
+                "http://10.0.0.1:8080/openapi.json",
+                "http://10.0.0.1:8080/swagger.json"
+            ]
         );
         let mut tls = upstream("default", None, stat());
         if let Some(Spec::Upstream(u)) = &mut tls.spec {

@@ -124,7 +124,9 @@ pub fn parse_value(root: &Value) -> Result<Api, SpecError> {
         }
     } else if let Some(v) = root.get("swagger") {
         if v.as_str() != Some("2.0") {
-            return Err(SpecError::NotASpec(format!("swagger version {v} is not 2.0")));
+            return Err(SpecError::NotASpec(format!(
+                "swagger version {v} is not 2.0"
+            )));
         }
         walk(root, "swagger 2.0", true)?
     } else {
@@ -228,11 +230,16 @@ fn openapi30(root: &Value, version: &str) -> Result<Api, SpecError> {
     let base_path = doc
         .servers
         .first()
-        .map(|s| server_path(&s.url, s.variables.as_ref().map(|v| {
-            v.iter()
-                .map(|(k, var)| (k.clone(), var.default.clone()))
-                .collect::<HashMap<_, _>>()
-        })))
+        .map(|s| {
+            server_path(
+                &s.url,
+                s.variables.as_ref().map(|v| {
+                    v.iter()
+                        .map(|(k, var)| (k.clone(), var.default.clone()))
+                        .collect::<HashMap<_, _>>()
+                }),
+            )
+        })
         .unwrap_or_default();
     let mut operations = Vec::new();
     for (path, item) in doc.paths.iter() {
@@ -240,7 +247,11 @@ fn openapi30(root: &Value, version: &str) -> Result<Api, SpecError> {
         let item = resolve(root, item, &at)?;
         let mut shared = Vec::new();
         for (i, p) in item.parameters.iter().enumerate() {
-            shared.push(param30(&resolve(root, p, &format!("{at}.parameters[{i}]"))?));
+            shared.push(param30(&resolve(
+                root,
+                p,
+                &format!("{at}.parameters[{i}]"),
+            )?));
         }
         for (method, op) in item.iter() {
             let at = format!("{at}.{method}");
@@ -362,9 +373,7 @@ fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
             let operation_id = match op.get("operationId") {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => {
-                    return Err(SpecError::Parse(format!("{at}.operationId: not a string")))
-                }
+                Some(_) => return Err(SpecError::Parse(format!("{at}.operationId: not a string"))),
             };
             operations.push(Operation {
                 operation_id,
@@ -383,10 +392,7 @@ fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
 }
 
 fn array<'a>(v: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(field)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    v.get(field).and_then(Value::as_array).into_iter().flatten()
 }
 
 /// A parameter from the raw value; body and form parameters (Swagger 2.0) come back as a path
@@ -507,7 +513,10 @@ mod tests {
         assert_eq!(api.operations.len(), 3);
         let get = op(&api, "GET", "/pets/{id}");
         assert_eq!(get.operation_id.as_deref(), Some("get_pet"));
-        assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", "/pets/{id}"));
+        assert_eq!(
+            (get.method.as_str(), get.path.as_str()),
+            ("GET", "/pets/{id}")
+        );
         assert_eq!(
             get.parameters,
             vec![
@@ -518,7 +527,10 @@ mod tests {
         );
         assert!(!get.has_body);
         let put = op(&api, "PUT", "/pets/{id}");
-        assert_eq!((put.method.as_str(), put.operation_id.as_ref()), ("PUT", None));
+        assert_eq!(
+            (put.method.as_str(), put.operation_id.as_ref()),
+            ("PUT", None)
+        );
         assert!(put.has_body);
         // A path item $ref, with its own $ref'd parameter.
         let alias = op(&api, "DELETE", "/alias/{id}");
@@ -552,7 +564,13 @@ components:
         let ids: Vec<_> = api
             .operations
             .iter()
-            .map(|o| (o.operation_id.clone().unwrap(), o.method.clone(), o.has_body))
+            .map(|o| {
+                (
+                    o.operation_id.clone().unwrap(),
+                    o.method.clone(),
+                    o.has_body,
+                )
+            })
             .collect();
         assert_eq!(
             ids,
@@ -600,7 +618,10 @@ components:
         assert_eq!(form.parameters, vec![p("petId", Location::Path, true)]);
         assert!(form.has_body);
         let body = op(&api, "POST", "/pets");
-        assert_eq!((body.method.as_str(), body.operation_id.as_ref()), ("POST", None));
+        assert_eq!(
+            (body.method.as_str(), body.operation_id.as_ref()),
+            ("POST", None)
+        );
         assert!(body.has_body && body.parameters.is_empty());
     }
 
@@ -618,7 +639,10 @@ components:
         assert!(e.contains("only local references"), "{e}");
         // Schemas count too: a dangling schema reference is a broken document.
         let schema = OPENAPI30.replace("#/components/schemas/Pet", "#/components/schemas/Gone");
-        assert_eq!(parse(schema.as_bytes()).unwrap_err().kind(), "unresolved_ref");
+        assert_eq!(
+            parse(schema.as_bytes()).unwrap_err().kind(),
+            "unresolved_ref"
+        );
     }
 
     #[test]
@@ -640,12 +664,21 @@ components:
         assert_eq!(parse(b"{not json").unwrap_err().kind(), "parse");
         assert_eq!(parse(b"key: [unclosed").unwrap_err().kind(), "parse");
         assert_eq!(parse(b"[1, 2]").unwrap_err().kind(), "not_a_spec");
-        assert_eq!(parse(b"{\"swagger\": \"1.2\"}").unwrap_err().kind(), "not_a_spec");
-        assert_eq!(parse(b"{\"openapi\": \"3.0.0\"}").unwrap_err().kind(), "parse");
+        assert_eq!(
+            parse(b"{\"swagger\": \"1.2\"}").unwrap_err().kind(),
+            "not_a_spec"
+        );
+        assert_eq!(
+            parse(b"{\"openapi\": \"3.0.0\"}").unwrap_err().kind(),
+            "parse"
+        );
         assert_eq!(parse(b"<html></html>").unwrap_err().kind(), "not_a_spec");
         let cycle = r##"{"swagger": "2.0", "parameters": {"A": {"$ref": "#/parameters/B"}, "B": {"$ref": "#/parameters/A"}},
             "paths": {"/x": {"get": {"parameters": [{"$ref": "#/parameters/A"}]}}}}"##;
-        assert_eq!(parse(cycle.as_bytes()).unwrap_err().kind(), "unresolved_ref");
+        assert_eq!(
+            parse(cycle.as_bytes()).unwrap_err().kind(),
+            "unresolved_ref"
+        );
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl SpecServer {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 pub fn fixture_text(name: &str) -> String {
@@ -148,7 +150,10 @@ impl FastApi {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(addr, "/openapi.json").is_none_or(|(s, _)| s != 200) {
-            assert!(Instant::now() < deadline, "uvicorn did not come up on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "uvicorn did not come up on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         FastApi { addr, child }

@@ -134,10 +134,18 @@ async fn each_spec_flavour_yields_its_functions() {
     let v30 = SpecServer::start().await;
     v30.set("/v3/api-docs", fixture_text("openapi30.json"));
     let fastapi = FastApi::start();
-    apply(&core, upstream("swagger", swagger.addr.port(), Some("enabled"))).await;
+    apply(
+        &core,
+        upstream("swagger", swagger.addr.port(), Some("enabled")),
+    )
+    .await;
     apply(&core, upstream("v31", v31.addr.port(), Some("enabled"))).await;
     apply(&core, upstream("v30", v30.addr.port(), Some("enabled"))).await;
-    apply(&core, upstream("petstore", fastapi.addr.port(), Some("enabled"))).await;
+    apply(
+        &core,
+        upstream("petstore", fastapi.addr.port(), Some("enabled")),
+    )
+    .await;
     let d = start(&core, &["--interval", "1s"]);
 
     let mut want = vec![n("getPetById"), "post-pets".into(), n("updatePetWithForm")];
@@ -153,14 +161,22 @@ async fn each_spec_flavour_yields_its_functions() {
         &core,
         &d,
         "petstore",
-        &["add-pet", "delete-pet", "get-pet", "inventory-store-inventory-get"],
+        &[
+            "add-pet",
+            "delete-pet",
+            "get-pet",
+            "inventory-store-inventory-get",
+        ],
     )
     .await;
 
     let fs = functions(&core).await;
     // Swagger 2.0: basePath, a $ref'd path parameter, body and form parameters as has_body.
     let get = rest_of(&fs, &n("getPetById"));
-    assert_eq!((get.method.as_str(), get.path_template.as_str()), ("GET", "/pets/{petId}"));
+    assert_eq!(
+        (get.method.as_str(), get.path_template.as_str()),
+        ("GET", "/pets/{petId}")
+    );
     assert_eq!(get.base_path, "/v1");
     assert_eq!(
         params(get),
@@ -190,7 +206,10 @@ async fn each_spec_flavour_yields_its_functions() {
     assert_eq!(order.base_path, "/shop");
     // FastAPI's generated spec: operation ids as given, else FastAPI's own ids.
     let pet = rest_of(&fs, "get-pet");
-    assert_eq!((pet.method.as_str(), pet.path_template.as_str()), ("GET", "/store/pets/{id}"));
+    assert_eq!(
+        (pet.method.as_str(), pet.path_template.as_str()),
+        ("GET", "/store/pets/{id}")
+    );
     assert_eq!(
         params(pet),
         [
@@ -202,8 +221,12 @@ async fn each_spec_flavour_yields_its_functions() {
 
     // Probes identify themselves.
     let seen = swagger.seen();
-    assert!(seen.iter().all(|s| s.user_agent.starts_with("gloo-discovery-openapi/")
-        && s.probe_header.as_deref() == Some("openapi")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.user_agent.starts_with("gloo-discovery-openapi/")
+                && s.probe_header.as_deref() == Some("openapi")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,9 +247,17 @@ async fn a_spec_change_adds_and_removes_functions_and_unchanged_specs_are_asked_
     // Nothing changes for a while: only conditional requests, about one per interval.
     let before = specs.hits("/openapi.json").len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let quiet: Vec<_> = specs.hits("/openapi.json").into_iter().skip(before).collect();
+    let quiet: Vec<_> = specs
+        .hits("/openapi.json")
+        .into_iter()
+        .skip(before)
+        .collect();
     assert!(quiet.iter().all(|s| s.conditional), "{quiet:?}");
-    assert!((5..=12).contains(&quiet.len()), "{} requests in 3 s at 300ms", quiet.len());
+    assert!(
+        (5..=12).contains(&quiet.len()),
+        "{} requests in 3 s at 300ms",
+        quiet.len()
+    );
     // No other path was asked once the spec was known.
     assert!(specs.seen().iter().all(|s| s.path == "/openapi.json"));
     assert_eq!(names_of(&core, "shop").await, ["get-order", "list-orders"]);
@@ -286,23 +317,44 @@ async fn a_service_without_a_spec_is_probed_less_and_less_often() {
     let empty = SpecServer::start().await;
     let with_spec = SpecServer::start().await;
     with_spec.set("/openapi.json", fixture_text("openapi30.json"));
-    apply(&core, upstream("nospec", empty.addr.port(), Some("enabled"))).await;
-    apply(&core, upstream("shop", with_spec.addr.port(), Some("enabled"))).await;
+    apply(
+        &core,
+        upstream("nospec", empty.addr.port(), Some("enabled")),
+    )
+    .await;
+    apply(
+        &core,
+        upstream("shop", with_spec.addr.port(), Some("enabled")),
+    )
+    .await;
     let d = start(
         &core,
-        &["--interval", "200ms", "--spec-path", "/openapi.json,/swagger.json"],
+        &[
+            "--interval",
+            "200ms",
+            "--spec-path",
+            "/openapi.json,/swagger.json",
+        ],
     );
     wait_names(&core, &d, "shop", &["find-orders", "get-order"]).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     // Every round asks each candidate path once; rounds come further and further apart.
-    let rounds: Vec<_> = empty.hits("/openapi.json").into_iter().map(|s| s.at).collect();
+    let rounds: Vec<_> = empty
+        .hits("/openapi.json")
+        .into_iter()
+        .map(|s| s.at)
+        .collect();
     assert_eq!(empty.hits("/swagger.json").len(), rounds.len());
     let gaps: Vec<f64> = rounds
         .windows(2)
         .map(|w| (w[1] - w[0]).as_secs_f64())
         .collect();
-    assert!(rounds.len() >= 3 && rounds.len() <= 7, "{} rounds: {gaps:?}", rounds.len());
+    assert!(
+        rounds.len() >= 3 && rounds.len() <= 7,
+        "{} rounds: {gaps:?}",
+        rounds.len()
+    );
     for w in gaps.windows(2) {
         assert!(w[1] > w[0] * 1.5, "gaps do not grow: {gaps:?}");
     }
@@ -340,14 +392,22 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
     let mut d = d;
     assert!(d.running(), "the service died:\n{}", d.log());
 
-    specs.set("/openapi.json", good.replace("\"find_orders\"", "\"search\""));
+    specs.set(
+        "/openapi.json",
+        good.replace("\"find_orders\"", "\"search\""),
+    );
     wait_names(&core, &d, "shop", &["get-order", "search"]).await;
     assert_eq!(d.metric("openapi_spec_problem", &labels), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spec_that_does_not_parse_keeps_the_last_good_functions() {
-    bad_spec_keeps_last_good(b"{\"openapi\": \"3.0.3\", \"paths\": {".to_vec(), "parse", &[]).await;
+    bad_spec_keeps_last_good(
+        b"{\"openapi\": \"3.0.3\", \"paths\": {".to_vec(),
+        "parse",
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,7 +429,12 @@ async fn a_spec_with_duplicate_operation_ids_keeps_the_last_good_functions() {
 async fn a_spec_over_the_size_limit_keeps_the_last_good_functions() {
     let mut big = fixture_text("openapi30.json");
     big.push_str(&" ".repeat(20_000));
-    bad_spec_keeps_last_good(big.into_bytes(), "too_large", &["--max-spec-bytes", "10000"]).await;
+    bad_spec_keeps_last_good(
+        big.into_bytes(),
+        "too_large",
+        &["--max-spec-bytes", "10000"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,13 +442,22 @@ async fn a_fastapi_function_is_routed_through_envoy_with_its_path_parameter_and_
     let fastapi = FastApi::start();
     let proxy = Proxy::start(false).await;
     let core = &proxy.core;
-    apply(core, upstream("petstore", fastapi.addr.port(), Some("enabled"))).await;
+    apply(
+        core,
+        upstream("petstore", fastapi.addr.port(), Some("enabled")),
+    )
+    .await;
     let d = start(core, &["--interval", "1s"]);
     wait_names(
         core,
         &d,
         "petstore",
-        &["add-pet", "delete-pet", "get-pet", "inventory-store-inventory-get"],
+        &[
+            "add-pet",
+            "delete-pet",
+            "get-pet",
+            "inventory-store-inventory-get",
+        ],
     )
     .await;
     let to_get_pet = json!({"single": {"upstream": {"name": "petstore"}, "function": "get-pet"}});
@@ -425,12 +499,110 @@ async fn a_fastapi_function_is_routed_through_envoy_with_its_path_parameter_and_
     assert_eq!(r.json()["path"], "/store/pets/7");
     assert_eq!(r.json()["query"], "verbose=false");
     let r = http::get(listen, "/shop/store/pets/9").unwrap();
-    assert_eq!((r.status, r.json()["path"].clone()), (200, json!("/store/pets/9")));
+    assert_eq!(
+        (r.status, r.json()["path"].clone()),
+        (200, json!("/store/pets/9"))
+    );
 
     // Wrong method: 405 with Allow, and the app is not called.
     let r = http::request(listen, "DELETE", "/store/pets/42", &[]).unwrap();
     assert_eq!(r.status, 405, "{}", r.body);
     assert_eq!(r.header("allow"), Some("GET"));
     // Not a match of the template at all: not this route.
-    assert_eq!(http::get(listen, "/store/pets/42/extra").unwrap().status, 404);
+    assert_eq!(
+        http::get(listen, "/store/pets/42/extra").unwrap().status,
+        404
+    );
+}
+
+/// Benchmark (run by `bench/run-openapi.sh`): requests per upstream when nothing changes,
+/// counted at the spec servers, and extrapolated to an hour at the default flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: bash bench/run-openapi.sh"]
+async fn request_rate() {
+    const N: usize = 10;
+    let interval = 0.25;
+    let max_probe = 4.0;
+    let window = 20.0;
+    let core = Core::start();
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    for i in 0..N {
+        let s = SpecServer::start().await;
+        s.set("/openapi.json", fixture_text("openapi30.json"));
+        apply(
+            &core,
+            upstream(&format!("spec-{i}"), s.addr.port(), Some("enabled")),
+        )
+        .await;
+        with.push(s);
+        let e = SpecServer::start().await;
+        apply(
+            &core,
+            upstream(&format!("nospec-{i}"), e.addr.port(), Some("enabled")),
+        )
+        .await;
+        without.push(e);
+    }
+    let d = start(
+        &core,
+        &["--interval", "250ms", "--max-probe-interval", "4s"],
+    );
+    wait_names(
+        &core,
+        &d,
+        "spec-9",
+        &["spec-9-find-orders", "spec-9-get-order"],
+    )
+    .await;
+    let t0 = std::time::Instant::now();
+    let before: Vec<usize> = with.iter().map(|s| s.seen().len()).collect();
+    let before_none: Vec<usize> = without.iter().map(|s| s.seen().len()).collect();
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let quiet: Vec<usize> = with
+        .iter()
+        .zip(&before)
+        .map(|(s, b)| s.seen().len() - b)
+        .collect();
+    let conditional = with
+        .iter()
+        .zip(&before)
+        .all(|(s, b)| s.seen()[*b..].iter().all(|x| x.conditional));
+    let none_total: Vec<usize> = without.iter().map(|s| s.seen().len()).collect();
+    let none_quiet: Vec<usize> = without
+        .iter()
+        .zip(&before_none)
+        .map(|(s, b)| s.seen().len() - b)
+        .collect();
+    let paths = 7.0;
+    let avg = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
+    let per_interval = avg(&quiet) / (elapsed / interval);
+    // Rounds of a service without a spec: at 0, 2I, 6I, 14I, ... then every max_probe.
+    let model_rounds = |span: f64, i: f64, max: f64| {
+        let (mut t, mut delay, mut n) = (0.0, i, 0);
+        while t <= span {
+            n += 1;
+            delay = (delay * 2.0f64).min(max);
+            t += delay;
+        }
+        n
+    };
+    println!("| upstream | measured ({N} each, {window:.0} s, interval {interval}s, max probe {max_probe}s) | per interval | per hour at --interval 30s, --max-probe-interval 1h |");
+    println!("|---|---|---|---|");
+    println!(
+        "| serving a spec, unchanged | {:.1} requests each ({}) | {per_interval:.2} | {:.0} (one conditional GET per interval, answered 304) |",
+        avg(&quiet),
+        if conditional { "all conditional" } else { "NOT all conditional" },
+        per_interval * 3600.0 / 30.0
+    );
+    println!(
+        "| serving no spec ({paths} paths per round) | {:.1} requests each in total, {:.1} in the measured window ({:.1} rounds; model {} rounds) | — | first hour {:.0}, then {:.0} per hour |",
+        avg(&none_total),
+        avg(&none_quiet),
+        avg(&none_total) / paths,
+        model_rounds(t0.elapsed().as_secs_f64() + 2.0, interval, max_probe),
+        paths * model_rounds(3600.0, 30.0, 3600.0) as f64,
+        paths,
+    );
 }

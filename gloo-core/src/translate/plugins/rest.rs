@@ -98,7 +98,10 @@ fn rest_routes(
 ) -> Result<(EnvoyRoute, EnvoyRoute), String> {
     let method = rest.method.to_ascii_uppercase();
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(format!("function {name}: method {:?} is not an HTTP method", rest.method));
+        return Err(format!(
+            "function {name}: method {:?} is not an HTTP method",
+            rest.method
+        ));
     }
     let target = variables_sanitized(&join(&rest.base_path, &rest.path_template));
     let needed = variables(&target);
@@ -166,7 +169,9 @@ fn rest_routes(
         }],
         ..Default::default()
     };
-    not_allowed.response_headers_to_add.extend(r.response_headers_to_add.iter().cloned());
+    not_allowed
+        .response_headers_to_add
+        .extend(r.response_headers_to_add.iter().cloned());
     if let Some(m) = r.r#match.as_mut() {
         m.headers.push(HeaderMatcher {
             name: ":method".into(),
@@ -254,8 +259,7 @@ mod tests {
     }
 
     fn match_template(r: &EnvoyRoute) -> String {
-        let Some(PathSpecifier::PathMatchPolicy(p)) =
-            &r.r#match.as_ref().unwrap().path_specifier
+        let Some(PathSpecifier::PathMatchPolicy(p)) = &r.r#match.as_ref().unwrap().path_specifier
         else {
             panic!("no template match: {r:?}")
         };
@@ -302,7 +306,10 @@ mod tests {
             panic!()
         };
         assert_eq!(d.status, 405);
-        assert_eq!(na.response_headers_to_add[0].header.as_ref().unwrap().value, "GET");
+        assert_eq!(
+            na.response_headers_to_add[0].header.as_ref().unwrap().value,
+            "GET"
+        );
     }
 
     #[test]
@@ -345,8 +352,121 @@ mod tests {
     #[test]
     fn variable_helpers() {
         assert_eq!(variables("/a/{x}/b/{rest=**}"), ["x", "rest"]);
-        assert_eq!(variables_sanitized("/a/{pet-id}/{p.q=**}"), "/a/{pet_id}/{p_q=**}");
+        assert_eq!(
+            variables_sanitized("/a/{pet-id}/{p.q=**}"),
+            "/a/{pet_id}/{p_q=**}"
+        );
         assert_eq!(join("/api/", "/pets"), "/api/pets");
         assert_eq!(join("", "/pets"), "/pets");
+    }
+
+    /// Through the whole translator: a VirtualService with a route to a REST function.
+    #[test]
+    fn a_virtual_service_route_to_a_rest_function_translates_to_two_envoy_routes() {
+        use crate::translate::{translate, Input};
+        use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+        use proto::v1::{
+            matcher::Path, resource::Spec, route_action::Destination as D, status::State,
+            upstream_spec::UpstreamType, Destination, FunctionSpec, GatewaySpec, Matcher, Metadata,
+            Resource, ResourceRef, Route, RouteAction as RA, StaticUpstream, UpstreamSpec,
+            VirtualServiceSpec,
+        };
+        use std::sync::Arc;
+        let res = |name: &str, spec: Spec| Resource {
+            metadata: Some(Metadata {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            status: None,
+            spec: Some(spec),
+        };
+        let to = |path: Path| Route {
+            matchers: vec![Matcher {
+                path: Some(path),
+                ..Default::default()
+            }],
+            action: Some(Action::RouteAction(RA {
+                destination: Some(D::Single(Destination {
+                    upstream: Some(ResourceRef {
+                        name: "petstore".into(),
+                        namespace: String::new(),
+                    }),
+                    function: "get-pet".into(),
+                    ..Default::default()
+                })),
+            })),
+            ..Default::default()
+        };
+        let objects = |path: Path| {
+            vec![
+                res(
+                    "petstore",
+                    Spec::Upstream(UpstreamSpec {
+                        upstream_type: Some(UpstreamType::Static(StaticUpstream::default())),
+                        ..Default::default()
+                    }),
+                ),
+                res(
+                    "get-pet",
+                    Spec::Function(FunctionSpec {
+                        upstream: "petstore".into(),
+                        function: Some(Function::Rest(rest("GET", "/store/pets/{id}", ""))),
+                    }),
+                ),
+                res(
+                    "pets",
+                    Spec::VirtualService(VirtualServiceSpec {
+                        routes: vec![to(path)],
+                        ..Default::default()
+                    }),
+                ),
+                res(
+                    "gw",
+                    Spec::Gateway(GatewaySpec {
+                        bind_address: "127.0.0.1".into(),
+                        bind_port: 8080,
+                        ..Default::default()
+                    }),
+                ),
+            ]
+        };
+        let input = |objects: Vec<Resource>| Input {
+            objects: objects
+                .into_iter()
+                .map(|r| (crate::resource::Key::of(&r).unwrap(), Arc::new(r)))
+                .collect(),
+        };
+        let vs_key = crate::resource::Key::new(proto::v1::Kind::VirtualService, "default", "pets");
+
+        let t = translate(&input(objects(Path::Exact("/pets/{id}".into()))));
+        assert_eq!(
+            t.reports[&vs_key].state,
+            State::Accepted,
+            "{:?}",
+            t.reports[&vs_key]
+        );
+        let rc = t
+            .snapshot
+            .of_type(crate::xds::ROUTE)
+            .and_then(|m| m.get("gw_default-routes"))
+            .unwrap();
+        let rc = RouteConfiguration::decode(rc.any.value.as_slice()).unwrap();
+        let routes = &rc.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 2);
+        assert_eq!(match_template(&routes[0]), "/pets/{id}");
+        assert_eq!(rewrite(&routes[0]), "/store/pets/{id}");
+        assert!(
+            matches!(&routes[1].action, Some(EnvoyAction::DirectResponse(d)) if d.status == 405)
+        );
+
+        let t = translate(&input(objects(Path::Exact("/pets/{name}".into()))));
+        let r = &t.reports[&vs_key];
+        assert_eq!(r.state, State::Rejected);
+        assert!(
+            r.reason
+                .contains("rest: function get-pet needs path parameter {id}"),
+            "{r:?}"
+        );
     }
 }
