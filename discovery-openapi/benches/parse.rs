@@ -53,7 +53,10 @@ fn generate(n: usize, flavour: &str) -> Value {
         "components": {"schemas": schemas}
     });
     match flavour {
-        "3.1" => doc["openapi"] = json!("3.1.0"),
+        "3.1" => {
+            doc["openapi"] = json!("3.1.0");
+            doc
+        }
         "2.0" => {
             // Close enough in shape and size: Swagger's body/definitions layout.
             let text = serde_json::to_string(&doc)

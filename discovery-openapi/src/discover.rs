@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     fetch::{Fetched, Fetcher, Validators},
-    functions::{dedupe_across_upstreams, functions},
+    functions::{dedupe_across_upstreams, functions, PROBLEM_ANNOTATION, UPSTREAM_LABEL},
     metrics::OpenapiMetrics,
     select::{candidate_urls, Selection},
     spec::{self, Api, SpecError},
@@ -43,11 +43,13 @@ pub struct Config {
 }
 
 type UpKey = (String, String);
+/// Where a spec was found, and the validators of its last answer.
+type Known = (String, Validators);
 
 struct UpState {
     urls: Vec<String>,
     /// Where the spec was found, and its validators.
-    known: Option<(String, Validators)>,
+    known: Option<Known>,
     /// The growing delay between probes while no spec is found.
     poll: PollInterval,
     due: Instant,
@@ -86,7 +88,7 @@ pub async fn probe(
     fetcher: &Fetcher,
     metrics: &OpenapiMetrics,
     urls: &[String],
-    known: Option<&(String, Validators)>,
+    known: Option<&Known>,
 ) -> Outcome {
     let parsed = |url: &str, validators: Validators, body: &[u8]| match spec::parse(body) {
         Ok(api) => Outcome::Good {
@@ -221,7 +223,7 @@ pub async fn run(
         }
 
         // Probe the due ones, a bounded number at a time.
-        let due: Vec<(UpKey, Vec<String>, Option<(String, Validators)>)> = states
+        let due: Vec<(UpKey, Vec<String>, Option<Known>)> = states
             .iter()
             .filter(|(_, s)| s.due <= now)
             .map(|(k, s)| (k.clone(), s.urls.clone(), s.known.clone()))
@@ -252,6 +254,7 @@ pub async fn run(
 
         let mut desired = parts.desired();
         dedupe_across_upstreams(&mut desired);
+        annotate_problems(&mut desired, &states);
         metrics
             .upstreams_with_spec
             .set(states.values().filter(|s| s.known.is_some()).count() as i64);
@@ -268,6 +271,25 @@ pub async fn run(
             _ = ctx.shutdown.cancelled() => return Ok(()),
             _ = view_rx.changed() => {}
             _ = sleep => {}
+        }
+    }
+}
+
+/// The Functions kept from an upstream's last good spec carry the problem with its current
+/// one, so `glooctl get function` shows why they are not changing (discovery may not write
+/// the Upstream itself, which it does not own).
+fn annotate_problems(desired: &mut [proto::v1::Resource], states: &HashMap<UpKey, UpState>) {
+    for r in desired {
+        let Some(m) = r.metadata.as_mut() else {
+            continue;
+        };
+        let Some(upstream) = m.labels.get(UPSTREAM_LABEL) else {
+            continue;
+        };
+        let key = (m.namespace.clone(), upstream.clone());
+        if let Some(problem) = states.get(&key).and_then(|s| s.problem.as_ref()) {
+            m.annotations
+                .insert(PROBLEM_ANNOTATION.into(), problem.clone());
         }
     }
 }

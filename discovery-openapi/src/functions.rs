@@ -12,6 +12,9 @@ use crate::spec::{Api, Location};
 /// The label naming the upstream a discovered Function belongs to (also in its spec; the
 /// label lets `glooctl get function -l` find them).
 pub const UPSTREAM_LABEL: &str = "discovery.solo.io/upstream";
+/// On Functions kept from an upstream's last good spec while its current spec is bad: the
+/// URL and the problem.
+pub const PROBLEM_ANNOTATION: &str = "discovery.solo.io/openapi-problem";
 
 /// One Function per operation: named after its operationId, else method and path
 /// (`GET /pets/{id}` → `get-pets-id`); names that would collide within the spec get a number.

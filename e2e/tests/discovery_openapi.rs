@@ -148,11 +148,11 @@ async fn each_spec_flavour_yields_its_functions() {
     .await;
     let d = start(&core, &["--interval", "1s"]);
 
-    let mut want = vec![n("getPetById"), "post-pets".into(), n("updatePetWithForm")];
+    let mut want = [n("getPetById"), "post-pets".into(), n("updatePetWithForm")];
     want.sort();
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     wait_names(&core, &d, "swagger", &want).await;
-    let mut want31 = vec![n("createPet"), n("listPets"), n("showPetById")];
+    let mut want31 = [n("createPet"), n("listPets"), n("showPetById")];
     want31.sort();
     let want31: Vec<&str> = want31.iter().map(String::as_str).collect();
     wait_names(&core, &d, "v31", &want31).await;
@@ -363,6 +363,28 @@ async fn a_service_without_a_spec_is_probed_less_and_less_often() {
     assert!(asked >= 20, "{asked} requests to the service with a spec");
 }
 
+/// The `discovery.solo.io/openapi-problem` annotations on Functions.
+async fn problem_annotations(core: &Core) -> Vec<String> {
+    core.client(ADMIN_TOKEN)
+        .await
+        .list(ListRequest {
+            kind: Kind::Function as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .items
+        .into_iter()
+        .filter_map(|r| {
+            r.metadata?
+                .annotations
+                .get("discovery.solo.io/openapi-problem")
+                .cloned()
+        })
+        .collect()
+}
+
 /// Serves a good spec, then `bad`, and checks the Functions stay, the problem shows in the
 /// metrics and the log with the path, and a good spec clears it.
 async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
@@ -389,6 +411,13 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(names_of(&core, "shop").await, ["find-orders", "get-order"]);
+    // The kept Functions say why they are stale.
+    let notes = problem_annotations(&core).await;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes.iter().all(|n| n.contains("/openapi.json")),
+        "{notes:?}"
+    );
     let mut d = d;
     assert!(d.running(), "the service died:\n{}", d.log());
 
@@ -398,6 +427,7 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
     );
     wait_names(&core, &d, "shop", &["get-order", "search"]).await;
     assert_eq!(d.metric("openapi_spec_problem", &labels), 0.0);
+    assert!(problem_annotations(&core).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
