@@ -12,7 +12,7 @@
 //! one, the candidate paths are tried again only after a delay that doubles each time up to
 //! `--max-probe-interval`. A bad spec (or an unreachable service) never removes the Functions
 //! of the last good one; only an upstream that is deleted or no longer selected loses its
-//! Functions.
+//! Functions. The Functions this owner wrote before a restart seed the last good sets.
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -178,6 +178,12 @@ pub async fn run(
     let selector = ctx.args.label_selector()?;
     let mut states: HashMap<UpKey, UpState> = HashMap::new();
     let mut parts: Partitions<UpKey> = Partitions::default();
+    let owner = ctx
+        .args
+        .owner
+        .clone()
+        .unwrap_or_else(|| "discovery-openapi".into());
+    let mut seeded = false;
     loop {
         let view = loop {
             if let Some(v) = view_rx.borrow_and_update().clone() {
@@ -188,6 +194,14 @@ pub async fn run(
                 r = view_rx.changed() => if r.is_err() { return Ok(()) },
             }
         };
+        if !seeded {
+            // After a restart, what an earlier run wrote is the last good set: a spec that is
+            // bad or unreachable now must not delete it.
+            seeded = true;
+            for (k, fs) in seed(&view, &owner) {
+                parts.set(k, fs);
+            }
+        }
 
         // Which upstreams, and where their specs may be.
         let now = Instant::now();
@@ -273,6 +287,36 @@ pub async fn run(
             _ = sleep => {}
         }
     }
+}
+
+/// The Functions `owner` wrote earlier, by upstream, reduced to what a Sync sends.
+fn seed(view: &StoreView, owner: &str) -> HashMap<UpKey, Vec<proto::v1::Resource>> {
+    let mut out: HashMap<UpKey, Vec<proto::v1::Resource>> = HashMap::new();
+    for r in view.of_kind(Kind::Function) {
+        let Some(m) = &r.metadata else { continue };
+        let Some(upstream) = m.labels.get(UPSTREAM_LABEL) else {
+            continue;
+        };
+        if m.owner != owner {
+            continue;
+        }
+        let mut annotations = m.annotations.clone();
+        annotations.remove(PROBLEM_ANNOTATION);
+        out.entry((m.namespace.clone(), upstream.clone()))
+            .or_default()
+            .push(proto::v1::Resource {
+                metadata: Some(proto::v1::Metadata {
+                    name: m.name.clone(),
+                    namespace: m.namespace.clone(),
+                    labels: m.labels.clone(),
+                    annotations,
+                    ..Default::default()
+                }),
+                status: None,
+                spec: r.spec.clone(),
+            });
+    }
+    out
 }
 
 /// The Functions kept from an upstream's last good spec carry the problem with its current

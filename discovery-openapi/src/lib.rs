@@ -89,7 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     rt.run(move |ctx| async move {
         let (view, driver) = reflect(
             ctx.client.clone(),
-            vec![Kind::Upstream, Kind::Endpoints],
+            vec![Kind::Upstream, Kind::Endpoints, Kind::Function],
             ctx.metrics.clone(),
             ctx.shutdown.clone(),
         );

@@ -636,3 +636,33 @@ async fn request_rate() {
         paths,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_the_spec_is_bad_keeps_the_functions_written_before() {
+    let core = Core::start();
+    let specs = SpecServer::start().await;
+    let good = fixture_text("openapi30.json");
+    specs.set("/openapi.json", good.clone());
+    apply(&core, upstream("shop", specs.addr.port(), Some("enabled"))).await;
+    let mut d = start(&core, &["--interval", "200ms"]);
+    wait_names(&core, &d, "shop", &["find-orders", "get-order"]).await;
+    d.terminate();
+
+    specs.set(
+        "/openapi.json",
+        good.replace("\"find_orders\"", "\"get_order\""),
+    );
+    d.restart();
+    d.wait_ready(Duration::from_secs(20));
+    let labels = [
+        ("upstream", "default/shop"),
+        ("problem", "duplicate_operation_id"),
+    ];
+    eventually(Duration::from_secs(10), || {
+        (d.metric("openapi_spec_problem", &labels) == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no problem reported\n{}", d.log()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(names_of(&core, "shop").await, ["find-orders", "get-order"]);
+    assert_eq!(problem_annotations(&core).await.len(), 2);
+}
