@@ -28,6 +28,8 @@ pub mod traffic;
 #[cfg(test)]
 mod tests;
 
+pub mod rest;
+
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -93,6 +95,17 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// Step 3, last: adjust the Envoy routes made from one route (one per matcher, match and
+    /// options set), e.g. to narrow their match or to add routes right after them.
+    fn matched(
+        &self,
+        _ctx: &Context<'_>,
+        _route: &RouteContext<'_>,
+        _out: &mut Vec<EnvoyRoute>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Step 4: the HTTP filters this plugin needs on a listener whose routes are `routes`.
     fn http_filters(&self, _routes: &[&EnvoyRoute]) -> Vec<(Stage, HttpFilter)> {
         Vec::new()
@@ -121,6 +134,7 @@ pub trait Plugin: Send + Sync {
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(gcf::Gcf::default()),
+        Box::new(rest::Rest),
         Box::new(resilience::Resilience),
         Box::new(traffic::Traffic),
         Box::new(protocols::Protocols),

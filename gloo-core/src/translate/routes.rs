@@ -253,7 +253,7 @@ fn destination_cluster(
 
 /// The Function a destination names, when it names one: Ok(None) when it names none, Err with
 /// a warning when it names one that is not there (yet).
-fn destination_function<'a>(
+pub(crate) fn destination_function<'a>(
     ctx: &Context<'a>,
     namespace: &str,
     d: &Destination,
@@ -550,14 +550,20 @@ fn translate_vs(
         } else {
             route.matchers.clone()
         };
+        let mut matched = Vec::with_capacity(matchers.len());
         for (j, m) in matchers.iter().enumerate() {
             let mut r = template.clone();
             r.r#match = Some(route_match(m).map_err(|e| format!("{label}: matchers[{j}]: {e}"))?);
             if matchers.len() > 1 {
                 r.name = format!("{}-{j}", r.name);
             }
-            routes.push(r);
+            matched.push(r);
         }
+        for p in plugins {
+            p.matched(ctx, &rc, &mut matched)
+                .map_err(|e| format!("{label}: {}: {e}", p.name()))?;
+        }
+        routes.extend(matched);
     }
     let mut vhost = VirtualHost {
         name: names::virtual_host(&key.namespace, &key.name),

@@ -1,0 +1,701 @@
+//! Parsing a service's API description into the operations REST Functions are made of.
+//!
+//! ```text
+//!  bytes ─► JSON or YAML value ─► every local $ref checked ─┬─ openapi: 3.0.x ─► openapiv3 (typed)
+//!                                                           ├─ openapi: 3.1.x ─► value walker
+//!                                                           └─ swagger: 2.0   ─► value walker
+//!                                                                  │
+//!                                       Api { base_path, operations } ◄┘
+//! ```
+//!
+//! OpenAPI 3.0 goes through `openapiv3`; 3.1 (which `openapiv3` rejects: JSON Schema 2020-12
+//! types, `webhooks`, ...) and Swagger 2.0 share a walker over the raw value, since the parts we
+//! read (paths, operations, parameters, bodies) have the same shape in both. Only local `$ref`s
+//! (`#/...`) are followed; a `$ref` anywhere in the document that does not resolve makes the
+//! whole document bad, so a half-read spec never replaces a good one.
+use std::collections::HashMap;
+
+use openapiv3::ReferenceOr;
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::Value;
+
+/// Where a parameter is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    Path,
+    Query,
+    Header,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub location: Location,
+    pub required: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    pub operation_id: Option<String>,
+    /// Upper case, e.g. GET.
+    pub method: String,
+    /// The path template as written in the spec, e.g. `/pets/{id}`.
+    pub path: String,
+    pub parameters: Vec<Param>,
+    pub has_body: bool,
+}
+
+/// What a spec describes, reduced to what routing needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Api {
+    /// Which flavour the document was: "openapi 3.0.3", "swagger 2.0", ...
+    pub flavour: String,
+    /// The path prefix every operation's path is under (`servers[0].url`'s path, or Swagger's
+    /// `basePath`), without a trailing slash; empty for none.
+    pub base_path: String,
+    pub operations: Vec<Operation>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("the spec is {size} bytes, more than the limit of {limit} (--max-spec-bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the spec does not parse: {0}")]
+    Parse(String),
+    #[error("not an OpenAPI 3.x or Swagger 2.0 document: {0}")]
+    NotASpec(String),
+    #[error("{at}: $ref {reference:?} does not resolve{why}")]
+    UnresolvedRef {
+        reference: String,
+        at: String,
+        why: String,
+    },
+    #[error("operationId {id:?} is used by both {first} and {second}")]
+    DuplicateOperationId {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+impl SpecError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpecError::TooLarge { .. } => "too_large",
+            SpecError::Parse(_) => "parse",
+            SpecError::NotASpec(_) => "not_a_spec",
+            SpecError::UnresolvedRef { .. } => "unresolved_ref",
+            SpecError::DuplicateOperationId { .. } => "duplicate_operation_id",
+        }
+    }
+}
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Parses a JSON or YAML document (JSON when it starts with `{`).
+pub fn parse(bytes: &[u8]) -> Result<Api, SpecError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let root: Value = if first == Some(&b'{') {
+        serde_json::from_slice(bytes).map_err(|e| SpecError::Parse(format!("JSON: {e}")))?
+    } else {
+        serde_yaml::from_slice(bytes).map_err(|e| SpecError::Parse(format!("YAML: {e}")))?
+    };
+    parse_value(&root)
+}
+
+pub fn parse_value(root: &Value) -> Result<Api, SpecError> {
+    if !root.is_object() {
+        return Err(SpecError::NotASpec("the document is not an object".into()));
+    }
+    check_refs(root, root, &mut String::from("#"))?;
+    let api = if let Some(v) = root.get("openapi") {
+        let v = v.as_str().unwrap_or_default();
+        if v.starts_with("3.0") {
+            openapi30(root, v)?
+        } else if v.starts_with("3.") {
+            walk(root, &format!("openapi {v}"), false)?
+        } else {
+            return Err(SpecError::NotASpec(format!(
+                "openapi version {v:?} is not 3.x"
+            )));
+        }
+    } else if let Some(v) = root.get("swagger") {
+        if v.as_str() != Some("2.0") {
+            return Err(SpecError::NotASpec(format!(
+                "swagger version {v} is not 2.0"
+            )));
+        }
+        walk(root, "swagger 2.0", true)?
+    } else {
+        return Err(SpecError::NotASpec(
+            "neither an `openapi` nor a `swagger` field".into(),
+        ));
+    };
+    check_duplicates(&api)?;
+    Ok(api)
+}
+
+/// Every `$ref` in the document must be local and resolve.
+fn check_refs(root: &Value, v: &Value, at: &mut String) -> Result<(), SpecError> {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                pointer(root, r).map_err(|why| SpecError::UnresolvedRef {
+                    reference: r.clone(),
+                    at: at.clone(),
+                    why,
+                })?;
+            }
+            for (k, child) in m {
+                if child.is_object() || child.is_array() {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    check_refs(root, child, at)?;
+                    at.truncate(len);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                if child.is_object() || child.is_array() {
+                    let len = at.len();
+                    at.push('/');
+                    at.push_str(&i.to_string());
+                    check_refs(root, child, at)?;
+                    at.truncate(len);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The value a local `$ref` points at.
+fn pointer<'a>(root: &'a Value, r: &str) -> Result<&'a Value, String> {
+    let Some(p) = r.strip_prefix('#') else {
+        return Err(" (only local references, starting with #, are followed)".into());
+    };
+    root.pointer(p)
+        .ok_or_else(|| " (nothing at that location)".into())
+}
+
+/// Follows `$ref`s (a reference may point at another reference) to the object itself.
+fn deref<'a>(root: &'a Value, mut v: &'a Value, at: &str) -> Result<&'a Value, SpecError> {
+    for _ in 0..32 {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                v = pointer(root, r).map_err(|why| SpecError::UnresolvedRef {
+                    reference: r.into(),
+                    at: at.into(),
+                    why,
+                })?
+            }
+            None => return Ok(v),
+        }
+    }
+    Err(SpecError::UnresolvedRef {
+        reference: v
+            .get("$ref")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .into(),
+        at: at.into(),
+        why: " (a chain of more than 32 references; a cycle?)".into(),
+    })
+}
+
+/// A typed reference of openapiv3, resolved against the raw document.
+fn resolve<T: DeserializeOwned + Clone>(
+    root: &Value,
+    r: &ReferenceOr<T>,
+    at: &str,
+) -> Result<T, SpecError> {
+    match r {
+        ReferenceOr::Item(t) => Ok(t.clone()),
+        ReferenceOr::Reference { reference } => {
+            let start = serde_json::json!({ "$ref": reference });
+            let v = deref(root, &start, at)?;
+            T::deserialize(v).map_err(|e| SpecError::Parse(format!("{at} ({reference}): {e}")))
+        }
+    }
+}
+
+/// The parts of an OpenAPI 3.0 document routing reads, typed by openapiv3. Components are not
+/// deserialized here (references are resolved against the raw document): typing every schema
+/// of a large spec took most of the parse time.
+#[derive(Deserialize)]
+struct Doc30 {
+    #[serde(default)]
+    servers: Vec<openapiv3::Server>,
+    paths: openapiv3::Paths,
+}
+
+fn openapi30(root: &Value, version: &str) -> Result<Api, SpecError> {
+    let doc = Doc30::deserialize(root).map_err(|e| SpecError::Parse(e.to_string()))?;
+    let base_path = doc
+        .servers
+        .first()
+        .map(|s| {
+            server_path(
+                &s.url,
+                s.variables.as_ref().map(|v| {
+                    v.iter()
+                        .map(|(k, var)| (k.clone(), var.default.clone()))
+                        .collect::<HashMap<_, _>>()
+                }),
+            )
+        })
+        .unwrap_or_default();
+    let mut operations = Vec::new();
+    for (path, item) in doc.paths.iter() {
+        let at = format!("paths.{path}");
+        let item = resolve(root, item, &at)?;
+        let mut shared = Vec::new();
+        for (i, p) in item.parameters.iter().enumerate() {
+            shared.push(param30(&resolve(
+                root,
+                p,
+                &format!("{at}.parameters[{i}]"),
+            )?));
+        }
+        for (method, op) in item.iter() {
+            let at = format!("{at}.{method}");
+            let mut params = shared.clone();
+            for (i, p) in op.parameters.iter().enumerate() {
+                let p = param30(&resolve(root, p, &format!("{at}.parameters[{i}]"))?);
+                merge(&mut params, p);
+            }
+            let has_body = match &op.request_body {
+                None => false,
+                Some(b) => {
+                    resolve::<openapiv3::RequestBody>(root, b, &format!("{at}.requestBody"))?;
+                    true
+                }
+            };
+            operations.push(Operation {
+                operation_id: op.operation_id.clone(),
+                method: method.to_ascii_uppercase(),
+                path: path.clone(),
+                parameters: params.into_iter().flatten().collect(),
+                has_body,
+            });
+        }
+    }
+    Ok(Api {
+        flavour: format!("openapi {version}"),
+        base_path,
+        operations,
+    })
+}
+
+fn param30(p: &openapiv3::Parameter) -> Option<Param> {
+    let (location, d) = match p {
+        openapiv3::Parameter::Path { parameter_data, .. } => (Location::Path, parameter_data),
+        openapiv3::Parameter::Query { parameter_data, .. } => (Location::Query, parameter_data),
+        openapiv3::Parameter::Header { parameter_data, .. } => (Location::Header, parameter_data),
+        openapiv3::Parameter::Cookie { .. } => return None,
+    };
+    Some(Param {
+        name: d.name.clone(),
+        location,
+        required: d.required || location == Location::Path,
+    })
+}
+
+/// An operation's parameter replaces a path item's parameter of the same name and location.
+fn merge(params: &mut Vec<Option<Param>>, p: Option<Param>) {
+    if let Some(new) = &p {
+        params.retain(|old| {
+            old.as_ref()
+                .is_none_or(|o| o.name != new.name || o.location != new.location)
+        });
+    }
+    params.push(p);
+}
+
+/// OpenAPI 3.1 and Swagger 2.0 from the raw value. In Swagger 2.0 a body is a parameter
+/// `in: body` (or `formData`).
+fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
+    let base_path = if swagger {
+        root.get("basePath")
+            .and_then(Value::as_str)
+            .map(|p| p.trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    } else {
+        root.get("servers")
+            .and_then(|s| s.get(0))
+            .and_then(|s| {
+                let url = s.get("url")?.as_str()?;
+                let vars = s.get("variables").and_then(Value::as_object).map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.clone(), v.get("default")?.as_str()?.to_string()))
+                        })
+                        .collect()
+                });
+                Some(server_path(url, vars))
+            })
+            .unwrap_or_default()
+    };
+    let mut operations = Vec::new();
+    let paths = match root.get("paths") {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(SpecError::Parse("paths: not an object".into())),
+    };
+    for (path, item) in paths.into_iter().flatten() {
+        let at = format!("paths.{path}");
+        let item = deref(root, item, &at)?;
+        let mut shared = Vec::new();
+        for (i, p) in array(item, "parameters").enumerate() {
+            let at = format!("{at}.parameters[{i}]");
+            shared.push(param_value(root, p, &at)?);
+        }
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            let at = format!("{at}.{method}");
+            if !op.is_object() {
+                return Err(SpecError::Parse(format!("{at}: not an object")));
+            }
+            let mut params = shared.clone();
+            for (i, p) in array(op, "parameters").enumerate() {
+                let p = param_value(root, p, &format!("{at}.parameters[{i}]"))?;
+                merge(&mut params, p);
+            }
+            let mut has_body = false;
+            if swagger {
+                params.retain(|p| match p {
+                    Some(p) if p.location == Location::Path && p.name.is_empty() => {
+                        has_body = true;
+                        false
+                    }
+                    _ => true,
+                });
+            } else if let Some(b) = op.get("requestBody") {
+                deref(root, b, &format!("{at}.requestBody"))?;
+                has_body = true;
+            }
+            let operation_id = match op.get("operationId") {
+                None => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(SpecError::Parse(format!("{at}.operationId: not a string"))),
+            };
+            operations.push(Operation {
+                operation_id,
+                method: method.to_ascii_uppercase(),
+                path: path.clone(),
+                parameters: params.into_iter().flatten().collect(),
+                has_body,
+            });
+        }
+    }
+    Ok(Api {
+        flavour: flavour.into(),
+        base_path,
+        operations,
+    })
+}
+
+fn array<'a>(v: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(field).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// A parameter from the raw value; body and form parameters (Swagger 2.0) come back as a path
+/// parameter with an empty name, a marker `walk` turns into `has_body`. Cookies are dropped.
+fn param_value(root: &Value, p: &Value, at: &str) -> Result<Option<Param>, SpecError> {
+    let p = deref(root, p, at)?;
+    let field = |f: &str| {
+        p.get(f)
+            .and_then(Value::as_str)
+            .ok_or_else(|| SpecError::Parse(format!("{at}.{f}: required, a string")))
+    };
+    let location = match field("in")? {
+        "path" => Location::Path,
+        "query" => Location::Query,
+        "header" => Location::Header,
+        "body" | "formData" => {
+            return Ok(Some(Param {
+                name: String::new(),
+                location: Location::Path,
+                required: false,
+            }))
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Param {
+        name: field("name")?.to_string(),
+        location,
+        required: location == Location::Path
+            || p.get("required").and_then(Value::as_bool).unwrap_or(false),
+    }))
+}
+
+/// The path of a server URL (`https://api.example.com/v1/` → `/v1`, `/v1` → `/v1`), with
+/// server variables replaced by their defaults.
+fn server_path(url: &str, vars: Option<HashMap<String, String>>) -> String {
+    let mut url = url.to_string();
+    for (k, v) in vars.into_iter().flatten() {
+        url = url.replace(&format!("{{{k}}}"), &v);
+    }
+    let path = match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            rest.find('/').map(|j| &rest[j..]).unwrap_or("")
+        }
+        None => url.as_str(),
+    };
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    path.trim_end_matches('/').to_string()
+}
+
+fn check_duplicates(api: &Api) -> Result<(), SpecError> {
+    let mut seen: HashMap<&str, &Operation> = HashMap::new();
+    for op in &api.operations {
+        if let Some(id) = &op.operation_id {
+            if let Some(first) = seen.insert(id, op) {
+                return Err(SpecError::DuplicateOperationId {
+                    id: id.clone(),
+                    first: format!("{} {}", first.method, first.path),
+                    second: format!("{} {}", op.method, op.path),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operation at `method path` (the raw-value walker visits paths in key order).
+    fn op<'a>(api: &'a Api, method: &str, path: &str) -> &'a Operation {
+        api.operations
+            .iter()
+            .find(|o| o.method == method && o.path == path)
+            .unwrap_or_else(|| panic!("no {method} {path} in {api:?}"))
+    }
+
+    fn p(name: &str, location: Location, required: bool) -> Param {
+        Param {
+            name: name.into(),
+            location,
+            required,
+        }
+    }
+
+    const OPENAPI30: &str = r##"{
+      "openapi": "3.0.3",
+      "info": {"title": "pets", "version": "1"},
+      "servers": [{"url": "https://{host}/api/{v}/", "variables": {"host": {"default": "x"}, "v": {"default": "v1"}}}],
+      "paths": {
+        "/pets/{id}": {
+          "parameters": [{"$ref": "#/components/parameters/Id"}],
+          "get": {"operationId": "get_pet",
+                  "parameters": [{"name": "verbose", "in": "query", "schema": {"type": "boolean"}},
+                                 {"name": "x-trace", "in": "header", "required": true, "schema": {"type": "string"}},
+                                 {"name": "session", "in": "cookie", "schema": {"type": "string"}}],
+                  "responses": {"200": {"description": "ok"}}},
+          "put": {"requestBody": {"$ref": "#/components/requestBodies/Pet"},
+                  "responses": {"200": {"description": "ok"}}}
+        },
+        "/alias/{id}": {"$ref": "#/x-path-items/Alias"}
+      },
+      "x-path-items": {"Alias": {"parameters": [{"$ref": "#/components/parameters/Id"}],
+                                 "delete": {"responses": {"204": {"description": "gone"}}}}},
+      "components": {
+        "parameters": {"Id": {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}},
+        "requestBodies": {"Pet": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pet"}}}}},
+        "schemas": {"Pet": {"type": "object"}}
+      }
+    }"##;
+
+    #[test]
+    fn openapi_30_operations_with_refs_resolved() {
+        let api = parse(OPENAPI30.as_bytes()).unwrap();
+        assert_eq!(api.flavour, "openapi 3.0.3");
+        assert_eq!(api.base_path, "/api/v1");
+        assert_eq!(api.operations.len(), 3);
+        let get = op(&api, "GET", "/pets/{id}");
+        assert_eq!(get.operation_id.as_deref(), Some("get_pet"));
+        assert_eq!(
+            (get.method.as_str(), get.path.as_str()),
+            ("GET", "/pets/{id}")
+        );
+        assert_eq!(
+            get.parameters,
+            vec![
+                p("id", Location::Path, true),
+                p("verbose", Location::Query, false),
+                p("x-trace", Location::Header, true)
+            ]
+        );
+        assert!(!get.has_body);
+        let put = op(&api, "PUT", "/pets/{id}");
+        assert_eq!(
+            (put.method.as_str(), put.operation_id.as_ref()),
+            ("PUT", None)
+        );
+        assert!(put.has_body);
+        // A path item $ref, with its own $ref'd parameter.
+        let alias = op(&api, "DELETE", "/alias/{id}");
+        assert_eq!(alias.parameters, vec![p("id", Location::Path, true)]);
+    }
+
+    const OPENAPI31_YAML: &str = r##"
+openapi: 3.1.0
+info: {title: pets, version: "1"}
+servers: [{url: /v2}]
+webhooks: {}
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      parameters:
+        - {name: limit, in: query, schema: {type: [integer, "null"]}}
+    post:
+      operationId: createPet
+      requestBody: {$ref: "#/components/requestBodies/Pet"}
+components:
+  requestBodies:
+    Pet: {content: {application/json: {schema: {type: object}}}}
+"##;
+
+    #[test]
+    fn openapi_31_yaml() {
+        let api = parse(OPENAPI31_YAML.as_bytes()).unwrap();
+        assert_eq!(api.flavour, "openapi 3.1.0");
+        assert_eq!(api.base_path, "/v2");
+        let ids: Vec<_> = api
+            .operations
+            .iter()
+            .map(|o| {
+                (
+                    o.operation_id.clone().unwrap(),
+                    o.method.clone(),
+                    o.has_body,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("listPets".into(), "GET".into(), false),
+                ("createPet".into(), "POST".into(), true)
+            ]
+        );
+        assert_eq!(
+            api.operations[0].parameters,
+            vec![p("limit", Location::Query, false)]
+        );
+    }
+
+    const SWAGGER20: &str = r##"{
+      "swagger": "2.0",
+      "info": {"title": "pets", "version": "1"},
+      "basePath": "/v1/",
+      "parameters": {"Id": {"name": "petId", "in": "path", "required": true, "type": "integer"}},
+      "paths": {
+        "/pets/{petId}": {
+          "get": {"operationId": "getPetById", "parameters": [{"$ref": "#/parameters/Id"}],
+                  "responses": {"200": {"description": "ok"}}},
+          "post": {"operationId": "updatePetWithForm",
+                   "parameters": [{"$ref": "#/parameters/Id"},
+                                  {"name": "name", "in": "formData", "type": "string"}],
+                   "responses": {"200": {"description": "ok"}}}
+        },
+        "/pets": {
+          "post": {"parameters": [{"in": "body", "name": "body", "schema": {"type": "object"}}],
+                   "responses": {"200": {"description": "ok"}}}
+        }
+      }
+    }"##;
+
+    #[test]
+    fn swagger_20_with_body_and_form_parameters() {
+        let api = parse(SWAGGER20.as_bytes()).unwrap();
+        assert_eq!(api.flavour, "swagger 2.0");
+        assert_eq!(api.base_path, "/v1");
+        let get = op(&api, "GET", "/pets/{petId}");
+        assert_eq!(get.parameters, vec![p("petId", Location::Path, true)]);
+        assert!(!get.has_body);
+        let form = op(&api, "POST", "/pets/{petId}");
+        assert_eq!(form.parameters, vec![p("petId", Location::Path, true)]);
+        assert!(form.has_body);
+        let body = op(&api, "POST", "/pets");
+        assert_eq!(
+            (body.method.as_str(), body.operation_id.as_ref()),
+            ("POST", None)
+        );
+        assert!(body.has_body && body.parameters.is_empty());
+    }
+
+    #[test]
+    fn unresolvable_refs_name_the_ref_and_where() {
+        let bad = OPENAPI30.replace("#/components/parameters/Id", "#/components/parameters/Nope");
+        let e = parse(bad.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, SpecError::UnresolvedRef { reference, at, .. }
+                if reference == "#/components/parameters/Nope" && at.contains("~1pets~1{id}")),
+            "{e}"
+        );
+        let remote = SWAGGER20.replace("#/parameters/Id", "other.json#/parameters/Id");
+        let e = parse(remote.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("only local references"), "{e}");
+        // Schemas count too: a dangling schema reference is a broken document.
+        let schema = OPENAPI30.replace("#/components/schemas/Pet", "#/components/schemas/Gone");
+        assert_eq!(
+            parse(schema.as_bytes()).unwrap_err().kind(),
+            "unresolved_ref"
+        );
+    }
+
+    #[test]
+    fn duplicate_operation_ids_are_refused() {
+        let dup = SWAGGER20.replace("updatePetWithForm", "getPetById");
+        let e = parse(dup.as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            SpecError::DuplicateOperationId {
+                id: "getPetById".into(),
+                first: "GET /pets/{petId}".into(),
+                second: "POST /pets/{petId}".into()
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_and_other_documents_are_errors_not_panics() {
+        assert_eq!(parse(b"{not json").unwrap_err().kind(), "parse");
+        assert_eq!(parse(b"key: [unclosed").unwrap_err().kind(), "parse");
+        assert_eq!(parse(b"[1, 2]").unwrap_err().kind(), "not_a_spec");
+        assert_eq!(
+            parse(b"{\"swagger\": \"1.2\"}").unwrap_err().kind(),
+            "not_a_spec"
+        );
+        assert_eq!(
+            parse(b"{\"openapi\": \"3.0.0\"}").unwrap_err().kind(),
+            "parse"
+        );
+        assert_eq!(parse(b"<html></html>").unwrap_err().kind(), "not_a_spec");
+        let cycle = r##"{"swagger": "2.0", "parameters": {"A": {"$ref": "#/parameters/B"}, "B": {"$ref": "#/parameters/A"}},
+            "paths": {"/x": {"get": {"parameters": [{"$ref": "#/parameters/A"}]}}}}"##;
+        assert_eq!(
+            parse(cycle.as_bytes()).unwrap_err().kind(),
+            "unresolved_ref"
+        );
+    }
+
+    #[test]
+    fn server_paths() {
+        assert_eq!(server_path("https://api.example.com/v1/", None), "/v1");
+        assert_eq!(server_path("https://api.example.com", None), "");
+        assert_eq!(server_path("/", None), "");
+        assert_eq!(server_path("/base?x=1", None), "/base");
+    }
+}
