@@ -7,6 +7,7 @@ pub mod certs;
 pub mod discovery;
 pub mod envoy;
 pub mod http;
+pub mod k8s;
 
 use std::{
     net::{SocketAddr, TcpListener},
