@@ -87,11 +87,11 @@ impl Iterator for WatchBackoff {
         let delay = self.inner.next_delay();
         self.metrics.error("source");
         self.metrics.backing_off(self.target, delay);
-        warn!(
+        debug!(
             resource = self.target,
             retry_in_ms = delay.as_millis() as u64,
             failures = self.inner.failures(),
-            "Kubernetes watch failed; backing off"
+            "backing off"
         );
         Some(delay)
     }
@@ -110,7 +110,8 @@ impl KubeBackoff for WatchBackoff {
 /// What a watcher reports to the loop: something changed, or its (re)list completed.
 enum Change {
     Event,
-    Listed,
+    /// Watcher `0` (Services) or `1` (EndpointSlices) completed a (re)list.
+    Listed(usize),
 }
 
 fn watch<K>(
@@ -118,6 +119,7 @@ fn watch<K>(
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
     backoff: WatchBackoff,
+    which: usize,
 ) -> impl Stream<Item = Result<Change, watcher::Error>> + Send
 where
     K: kube::Resource<DynamicType = ()>
@@ -133,8 +135,8 @@ where
         .backoff(backoff)
         .reflect(writer)
         .inspect_err(move |e| debug!(resource, error = %e, "watch error"))
-        .map_ok(|ev| match ev {
-            watcher::Event::InitDone => Change::Listed,
+        .map_ok(move |ev| match ev {
+            watcher::Event::InitDone => Change::Listed(which),
             _ => Change::Event,
         })
 }
@@ -167,17 +169,17 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
     };
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_events = watch(services, svc_config, svc_writer, backoff("services"));
-    let slice_events = watch(slices, slice_config, slice_writer, backoff("endpointslices"));
+    let svc_events = watch(services, svc_config, svc_writer, backoff("services"), 0);
+    let slice_events = watch(slices, slice_config, slice_writer, backoff("endpointslices"), 1);
     let mut events = pin!(futures::stream::select(svc_events, slice_events));
 
     let started = Instant::now();
-    let mut listed = 0u8;
+    let mut listed = [false; 2];
     let mut dirty = false;
     let mut last_publish: Option<Instant> = None;
     loop {
         // Both watchers completed their first list.
-        let ready = listed >= 2;
+        let ready = listed == [true, true];
         let publish_at = match (dirty && ready, last_publish) {
             (false, _) => None,
             (true, None) => Some(Instant::now()),
@@ -187,11 +189,11 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
             _ = ctx.shutdown.cancelled() => return Ok(()),
             ev = events.next() => match ev {
                 Some(Ok(Change::Event)) => dirty = true,
-                Some(Ok(Change::Listed)) => {
+                Some(Ok(Change::Listed(which))) => {
                     dirty = true;
-                    if listed < 2 {
-                        listed += 1;
-                        if listed == 2 {
+                    if !listed[which] {
+                        listed[which] = true;
+                        if listed == [true, true] {
                             info!(
                                 services = svc_store.len(),
                                 endpoint_slices = slice_store.len(),
@@ -202,7 +204,7 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
                     }
                 }
                 // The backoff layer already delayed the next attempt and counted the failure.
-                Some(Err(e)) => warn!(error = %e, "Kubernetes watch error"),
+                Some(Err(e)) => warn!(error = %e, "Kubernetes watch error; retrying"),
                 None => anyhow::bail!("the Kubernetes watch streams ended"),
             },
             _ = sleep_until(publish_at) => {
