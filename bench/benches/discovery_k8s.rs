@@ -182,7 +182,10 @@ fn main() -> ExitCode {
         idle.as_secs(),
         verdict(ok_cpu)
     );
-    println!("| SIGTERM exit code | {code:?} | 0 | {} |", verdict(code == Some(0)));
+    println!(
+        "| SIGTERM exit code | {code:?} | 0 | {} |",
+        verdict(code == Some(0))
+    );
     if ok_stored && ok_rss && ok_cpu && code == Some(0) {
         ExitCode::SUCCESS
     } else {

@@ -221,7 +221,10 @@ pub fn desired_set<'a>(
             .as_ref()
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
         {
-            by_service.entry((ns, svc.as_str())).or_default().push(slice);
+            by_service
+                .entry((ns, svc.as_str()))
+                .or_default()
+                .push(slice);
         }
     }
     let mut out = Vec::new();
@@ -303,15 +306,15 @@ mod tests {
             ),
             endpoints: Some(
                 eps.iter()
-                .map(|(a, ready)| SliceEndpoint {
-                    addresses: vec![a.to_string()],
-                    conditions: Some(EndpointConditions {
-                        ready: *ready,
+                    .map(|(a, ready)| SliceEndpoint {
+                        addresses: vec![a.to_string()],
+                        conditions: Some(EndpointConditions {
+                            ready: *ready,
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
+                    })
+                    .collect(),
             ),
         }
     }
@@ -388,7 +391,10 @@ mod tests {
             "not-ready left out, duplicates merged, sorted"
         );
         let metrics = port(Some("metrics"), 9000, 9090);
-        assert_eq!(addrs(&endpoints_for(&metrics, &[&s])), ["10.0.0.1:9090", "10.0.0.2:9090"]);
+        assert_eq!(
+            addrs(&endpoints_for(&metrics, &[&s])),
+            ["10.0.0.1:9090", "10.0.0.2:9090"]
+        );
         let other = port(Some("admin"), 9999, 9999);
         assert!(endpoints_for(&other, &[&s]).is_empty());
     }
@@ -396,14 +402,24 @@ mod tests {
     #[test]
     fn an_unnamed_single_port_matches_the_unnamed_slice_port() {
         let p = port(None, 80, 3000);
-        let s = slice("default", "pets", &[(None, 3000)], &[("10.0.0.1", Some(true))]);
+        let s = slice(
+            "default",
+            "pets",
+            &[(None, 3000)],
+            &[("10.0.0.1", Some(true))],
+        );
         assert_eq!(addrs(&endpoints_for(&p, &[&s])), ["10.0.0.1:3000"]);
     }
 
     #[test]
     fn fqdn_slices_are_skipped() {
         let p = port(Some("web"), 80, 80);
-        let mut s = slice("default", "x", &[(Some("web"), 80)], &[("example.com", None)]);
+        let mut s = slice(
+            "default",
+            "x",
+            &[(Some("web"), 80)],
+            &[("example.com", None)],
+        );
         s.address_type = "FQDN".into();
         assert!(endpoints_for(&p, &[&s]).is_empty());
     }
@@ -421,7 +437,12 @@ mod tests {
             &[(Some("web"), 8080), (Some("grpc"), 9000)],
             &[("10.0.0.1", Some(true))],
         );
-        let other = slice("shop", "other", &[(Some("web"), 1)], &[("10.9.9.9", Some(true))]);
+        let other = slice(
+            "shop",
+            "other",
+            &[(Some("web"), 1)],
+            &[("10.9.9.9", Some(true))],
+        );
         let set = desired_set([&svc], [&s, &other], &Filter::default());
         assert_eq!(set.len(), 4);
         let Some(Spec::Upstream(u)) = &set[0].spec else {
@@ -436,7 +457,11 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (k.service_name.as_str(), k.service_namespace.as_str(), k.service_port),
+            (
+                k.service_name.as_str(),
+                k.service_namespace.as_str(),
+                k.service_port
+            ),
             ("pets", "shop", 80)
         );
         let Some(Spec::Endpoints(e)) = &set[1].spec else {

@@ -57,7 +57,11 @@ impl Args {
             coalesce: self.coalesce,
             max_backoff: self.max_backoff,
         };
-        let rt = Runtime::new("discovery-k8s", self.common, &[Kind::Upstream, Kind::Endpoints])?;
+        let rt = Runtime::new(
+            "discovery-k8s",
+            self.common,
+            &[Kind::Upstream, Kind::Endpoints],
+        )?;
         rt.run(move |ctx| watch::run(ctx, opts, filter)).await
     }
 }

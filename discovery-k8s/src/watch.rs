@@ -157,7 +157,12 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
     // The label selector is also sent to the API server, which filters Services there; the
     // filter applies it again, for servers that ignore it.
     let mut svc_config = watcher::Config::default();
-    if let Some(sel) = ctx.args.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+    if let Some(sel) = ctx
+        .args
+        .selector
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    {
         svc_config = svc_config.labels(sel);
     }
     let slice_config = watcher::Config::default().labels(crate::desired::SERVICE_NAME_LABEL);
@@ -170,7 +175,13 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
     let svc_events = watch(services, svc_config, svc_writer, backoff("services"), 0);
-    let slice_events = watch(slices, slice_config, slice_writer, backoff("endpointslices"), 1);
+    let slice_events = watch(
+        slices,
+        slice_config,
+        slice_writer,
+        backoff("endpointslices"),
+        1,
+    );
     let mut events = pin!(futures::stream::select(svc_events, slice_events));
 
     let started = Instant::now();

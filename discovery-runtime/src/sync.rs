@@ -315,12 +315,17 @@ mod tests {
             }
             u
         };
-        let many: Vec<(String, String)> = (0..32).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        let many: Vec<(String, String)> = (0..32)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
         let fwd: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let rev: Vec<(&str, &str)> = fwd.iter().rev().copied().collect();
         for _ in 0..10 {
             assert_eq!(digest(&[with(&fwd)]), digest(&[with(&rev)]));
         }
-        assert_ne!(digest(&[with(&[("a", "b")])]), digest(&[with(&[("a", "c")])]));
+        assert_ne!(
+            digest(&[with(&[("a", "b")])]),
+            digest(&[with(&[("a", "c")])])
+        );
     }
 }

@@ -138,7 +138,12 @@ async fn services_and_slices_become_upstreams_and_endpoints_and_changes_are_foll
     let mut off = service("default", "off", json!({}), &[("http", 80, 80)]);
     off["metadata"]["annotations"] = json!({"discovery.solo.io/disable": "true"});
     api.apply_service(&off);
-    api.apply_service(&service("kube-system", "dns", json!({}), &[("tcp", 53, 53)]));
+    api.apply_service(&service(
+        "kube-system",
+        "dns",
+        json!({}),
+        &[("tcp", 53, 53)],
+    ));
 
     wait_eq!(
         d,
@@ -176,7 +181,11 @@ async fn services_and_slices_become_upstreams_and_endpoints_and_changes_are_foll
         panic!("{u:?}")
     };
     assert_eq!(
-        (k.service_name.as_str(), k.service_namespace.as_str(), k.service_port),
+        (
+            k.service_name.as_str(),
+            k.service_namespace.as_str(),
+            k.service_port
+        ),
         ("pets", "default", 80)
     );
     assert!(!u.use_http2);
@@ -260,12 +269,20 @@ async fn services_and_slices_become_upstreams_and_endpoints_and_changes_are_foll
         true
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(writes(&d), before, "a relist of the same state wrote nothing");
+    assert_eq!(
+        writes(&d),
+        before,
+        "a relist of the same state wrote nothing"
+    );
 
     // Deleted: its Upstreams and Endpoints go away.
     api.delete_service("default", "pets");
     wait_eq!(d, names(&mut c, Kind::Upstream).await, Vec::<String>::new());
-    wait_eq!(d, names(&mut c, Kind::Endpoints).await, Vec::<String>::new());
+    wait_eq!(
+        d,
+        names(&mut c, Kind::Endpoints).await,
+        Vec::<String>::new()
+    );
 
     assert_eq!(d.terminate(), Some(0), "SIGTERM exits cleanly");
 }
@@ -302,7 +319,11 @@ async fn not_ready_and_nothing_synced_until_the_initial_list_completes() {
         d.log()
     );
     assert_eq!(d.metric("discovery_syncs_total", &[]), 0.0);
-    assert!(d.metric("discovery_retries_total", &[]) >= 1.0, "{}", d.log());
+    assert!(
+        d.metric("discovery_retries_total", &[]) >= 1.0,
+        "{}",
+        d.log()
+    );
     assert_eq!(
         names(&mut c, Kind::Upstream).await,
         ["default/default-old-80"],
@@ -326,7 +347,13 @@ async fn outages_of_the_api_server_or_gloo_core_delete_nothing_and_are_caught_up
     d.wait_ready(WAIT);
     let mut c = core.client(ADMIN_TOKEN).await;
     api.apply_service(&service("default", "a", json!({}), &[("http", 80, 80)]));
-    api.apply_slice(&endpoint_slice("default", "a-1", "a", &[("http", 80)], &["10.0.0.1"]));
+    api.apply_slice(&endpoint_slice(
+        "default",
+        "a-1",
+        "a",
+        &[("http", 80)],
+        &["10.0.0.1"],
+    ));
     wait_eq!(
         d,
         endpoints(&mut c, "default", "default-a-80").await,
@@ -337,8 +364,15 @@ async fn outages_of_the_api_server_or_gloo_core_delete_nothing_and_are_caught_up
     let retries = d.metric("discovery_retries_total", &[]);
     api.kill();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(d.metric("discovery_retries_total", &[]) > retries, "{}", d.log());
-    assert_eq!(d.metric("discovery_writes_total", &[("op", "deleted")]), 0.0);
+    assert!(
+        d.metric("discovery_retries_total", &[]) > retries,
+        "{}",
+        d.log()
+    );
+    assert_eq!(
+        d.metric("discovery_writes_total", &[("op", "deleted")]),
+        0.0
+    );
     assert_eq!(
         names(&mut c, Kind::Upstream).await,
         ["default/default-a-80"]
@@ -374,7 +408,10 @@ async fn outages_of_the_api_server_or_gloo_core_delete_nothing_and_are_caught_up
         endpoints(&mut c, "default", "default-a-80").await,
         Some(vec!["10.0.0.1:80".to_string(), "10.0.0.2:80".into()])
     );
-    assert_eq!(d.metric("discovery_writes_total", &[("op", "deleted")]), 0.0);
+    assert_eq!(
+        d.metric("discovery_writes_total", &[("op", "deleted")]),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -384,7 +421,12 @@ async fn a_persons_health_check_on_a_discovered_upstream_survives_rediscovery() 
     let mut d = start(&core, &api, &[]);
     d.wait_ready(WAIT);
     let mut c = core.client(ADMIN_TOKEN).await;
-    api.apply_service(&service("default", "a", json!({"v": "1"}), &[("http", 80, 80)]));
+    api.apply_service(&service(
+        "default",
+        "a",
+        json!({"v": "1"}),
+        &[("http", 80, 80)],
+    ));
     wait_eq!(
         d,
         names(&mut c, Kind::Upstream).await,
@@ -419,7 +461,12 @@ async fn a_persons_health_check_on_a_discovered_upstream_survives_rediscovery() 
         .expect("the editor's Apply");
 
     // The Service changes: discovery rewrites the Upstream (new label) and keeps the check.
-    api.apply_service(&service("default", "a", json!({"v": "2"}), &[("http", 80, 80)]));
+    api.apply_service(&service(
+        "default",
+        "a",
+        json!({"v": "2"}),
+        &[("http", 80, 80)],
+    ));
     wait_eq!(
         d,
         get(&mut c, Kind::Upstream, "default", "default-a-80")
@@ -451,7 +498,12 @@ async fn envoy_routes_to_a_backend_at_the_discovered_address() {
     let mut d = start(&proxy.core, &api, &[]);
     d.wait_ready(WAIT);
 
-    api.apply_service(&service("default", "pets", json!({}), &[("http", 80, 8080)]));
+    api.apply_service(&service(
+        "default",
+        "pets",
+        json!({}),
+        &[("http", 80, 8080)],
+    ));
     api.apply_slice(&endpoint_slice(
         "default",
         "pets-1",
