@@ -49,6 +49,18 @@ fn clock_ticks() -> f64 {
 /// `elapsed_ms=N` of the "initial lists complete" log line.
 fn initial_list_ms(log: &str) -> Option<u64> {
     let line = log.lines().find(|l| l.contains("initial lists complete"))?;
+    // Without the terminal colour codes the log may carry.
+    let mut plain = String::new();
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => plain.push(c),
+        }
+    }
+    let line = plain.as_str();
     let at = line.find("elapsed_ms=")? + "elapsed_ms=".len();
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
