@@ -28,6 +28,7 @@ change and loaded at start, so a restarted server has the same objects (an API s
 """
 import argparse
 import asyncio
+import bisect
 import collections
 import json
 import os
@@ -251,17 +252,21 @@ def merge(old, patch):
 
 def list_(store, prefix, plural, kind, namespace, q):
     selector = parse_selector(q.get('labelSelector'))
-    items = sorted((k, o) for k, o in store.objects[(prefix, plural)].items()
-                   if selected(o, namespace, selector))
+    objs = store.objects[(prefix, plural)]
+    keys = sorted(objs)
     rv = str(store.rv)
-    start = None
     cont = q.get('continue')
     if cont:
         rv, ns, nm = json.loads(cont)
-        start = (ns, nm)
-    if start is not None:
-        items = [(k, o) for k, o in items if k > start]
+        keys = keys[bisect.bisect_right(keys, (ns, nm)):]
     limit = int(q.get('limit') or 0)
+    items = []
+    for k in keys:
+        o = objs[k]
+        if selected(o, namespace, selector):
+            items.append((k, o))
+            if limit and len(items) > limit:
+                break
     meta = {'resourceVersion': rv}
     if limit and len(items) > limit:
         items = items[:limit]
