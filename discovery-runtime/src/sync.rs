@@ -69,6 +69,24 @@ pub fn digest(resources: &[Resource]) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut buf = Vec::new();
     for (_, r) in keyed {
+        // Labels and annotations are HashMaps, which prost encodes in iteration order (random
+        // per map): hash them sorted, apart, so the same set always has the same digest.
+        let mut r = r.clone();
+        let mut maps = Vec::new();
+        if let Some(m) = r.metadata.as_mut() {
+            maps.push(std::mem::take(&mut m.labels));
+            maps.push(std::mem::take(&mut m.annotations));
+        }
+        for map in maps {
+            let sorted: BTreeMap<String, String> = map.into_iter().collect();
+            h.update((sorted.len() as u64).to_le_bytes());
+            for (k, v) in sorted {
+                for s in [k, v] {
+                    h.update((s.len() as u64).to_le_bytes());
+                    h.update(s.as_bytes());
+                }
+            }
+        }
         buf.clear();
         r.encode(&mut buf).expect("encoding into a Vec cannot fail");
         h.update((buf.len() as u64).to_le_bytes());
@@ -285,5 +303,29 @@ mod tests {
             .labels
             .insert("x".into(), "y".into());
         assert_ne!(digest(&a), digest(&[c, upstream("b")]));
+    }
+
+    #[test]
+    fn digest_of_labels_does_not_depend_on_map_order() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut u = upstream("a");
+            let m = u.metadata.as_mut().unwrap();
+            for (k, v) in pairs {
+                m.labels.insert(k.to_string(), v.to_string());
+            }
+            u
+        };
+        let many: Vec<(String, String)> = (0..32)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let fwd: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let rev: Vec<(&str, &str)> = fwd.iter().rev().copied().collect();
+        for _ in 0..10 {
+            assert_eq!(digest(&[with(&fwd)]), digest(&[with(&rev)]));
+        }
+        assert_ne!(
+            digest(&[with(&[("a", "b")])]),
+            digest(&[with(&[("a", "c")])])
+        );
     }
 }

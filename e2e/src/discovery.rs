@@ -76,6 +76,11 @@ impl Discovery {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
+    /// The process id, while it runs (benchmarks read its memory and CPU from /proc).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod envoy;
 pub mod gcf;
 pub mod http;
+pub mod k8s;
 pub mod openapi;
 pub mod scripted;
 
