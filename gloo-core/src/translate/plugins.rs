@@ -15,6 +15,8 @@ use proto::v1::{Destination, FunctionSpec, Route, UpstreamSpec};
 
 use super::Context;
 
+pub mod aws_lambda;
+
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -77,5 +79,5 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(aws_lambda::AwsLambda)]
 }
