@@ -50,13 +50,21 @@ impl ListError {
     }
 }
 
-fn classify<E, R>(op: &str, e: SdkError<E, R>) -> ListError
+fn classify<E>(op: &str, e: SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> ListError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let code = e.code().unwrap_or_default().to_string();
-    let msg = format!("{op}: {}", DisplayErrorContext(&e));
+    // A service error's code and message (not the raw response); other errors with causes.
+    let msg = match &e {
+        SdkError::ServiceError(se) => format!(
+            "{op}: HTTP {}: {} {}",
+            se.raw().status().as_u16(),
+            code,
+            e.message().unwrap_or_default()
+        ),
+        other => format!("{op}: {}", DisplayErrorContext(other)),
+    };
     if code == "TooManyRequestsException" || code == "ThrottlingException" {
         ListError::Throttled(msg)
     } else {

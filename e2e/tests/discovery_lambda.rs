@@ -13,7 +13,7 @@ use e2e::{
     Core, ADMIN_TOKEN, LAMBDA_TOKEN,
 };
 use proto::v1::{
-    function_spec, resource::Spec, status::State, ApplyRequest, Kind, LambdaFunction,
+    function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction,
     ListRequest, Resource,
 };
 use serde_json::json;
@@ -229,18 +229,40 @@ async fn fifteen_hundred_functions_are_all_discovered() {
     assert_eq!(have, want);
 }
 
+/// Two motos would be odd in production, but moto 5.2.5 cannot verify the signature of a GET
+/// with a query string (it hashes the parsed query as the body), and ListFunctions sends
+/// `FunctionVersion=ALL`. So discovery lists an open moto (as `--region us-east-1=default/aws`,
+/// the store's Upstream excluded by a label selector), and Envoy invokes a second moto holding
+/// the same functions that checks every signature against its IAM user's key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_discovered_function_is_invoked_through_envoy_signed_with_sigv4() {
-    let moto = Moto::start_authenticated();
-    let (key_id, secret) = moto.keys.clone().unwrap();
-    moto.lambda(json!([
+    let listed = Moto::start();
+    let invoked = Moto::start_authenticated();
+    let (key_id, secret) = invoked.keys.clone().unwrap();
+    let setup = json!([
         {"op": "create", "name": "hello"},
         {"op": "publish", "name": "hello"},
         {"op": "alias", "name": "hello", "alias": "live", "version": "1"},
-    ]));
+    ]);
+    listed.lambda(setup.clone());
+    invoked.lambda(setup);
     let mut proxy = Proxy::start(false).await;
-    aws_upstream(&mut proxy.client, &moto, (&key_id, &secret)).await;
-    let d = start(&proxy.core, &[]);
+    aws_upstream(&mut proxy.client, &invoked, (&key_id, &secret)).await;
+    // The standard credential chain of the --region target (moto accepts any key).
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let url = listed.url();
+    let d = start(
+        &proxy.core,
+        &[
+            "--region",
+            "us-east-1=default/aws",
+            "--endpoint-url",
+            &url,
+            "--selector",
+            "discover=lambda",
+        ],
+    );
     wait_names(
         &proxy.core,
         &d,
@@ -260,7 +282,7 @@ async fn a_discovered_function_is_invoked_through_envoy_signed_with_sigv4() {
         ),
     )
     .await;
-    moto.queue_answers(&["hello from lambda", "second answer"]);
+    invoked.queue_answers(&["hello from lambda", "second answer"]);
     let post = |path: &str| {
         http::send(
             proxy.listen,
@@ -270,18 +292,20 @@ async fn a_discovered_function_is_invoked_through_envoy_signed_with_sigv4() {
             r#"{"name": "gloo"}"#,
         )
     };
-    let r = eventually(Duration::from_secs(20), || post("/hello").filter(|r| r.status == 200))
-        .unwrap_or_else(|| {
-            panic!(
-                "no 200 through Envoy: {:?}\nmoto log:\n{}\nEnvoy log:\n{}",
-                post("/hello"),
-                moto.log(),
-                proxy.envoy.log()
-            )
-        });
+    let r = eventually(Duration::from_secs(20), || {
+        post("/hello").filter(|r| r.status == 200)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no 200 through Envoy: {:?}\nmoto log:\n{}\nEnvoy log:\n{}",
+            post("/hello"),
+            invoked.log(),
+            proxy.envoy.log()
+        )
+    });
     assert_eq!(r.body, "hello from lambda");
     // Through moto's invoke API, for exactly the alias the Function names.
-    let calls = moto.invocations();
+    let calls = invoked.invocations();
     assert!(
         calls.iter().any(|l| l.contains(
             "/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:hello:live/invocations"
@@ -295,20 +319,26 @@ async fn a_discovered_function_is_invoked_through_envoy_signed_with_sigv4() {
         resource(
             Kind::Secret,
             "creds",
-            json!({"aws": {"accessKeyId": key_id, "secretAccessKey": "wrong"}}),
+            json!({"aws": {"accessKeyId": key_id, "secretAccessKey": "wrong-secret-key"}}),
         ),
     )
     .await;
     let refused = eventually(Duration::from_secs(20), || {
         post("/hello").filter(|r| r.status == 403)
     });
-    assert!(refused.is_some(), "a bad signature was accepted: {:?}", post("/hello"));
+    assert!(
+        refused.is_some(),
+        "a bad signature was accepted: {:?}",
+        post("/hello")
+    );
 
-    // The keys never show in gloo-core's /config_dump.
+    // The keys never show in gloo-core's /config_dump or in either service's log.
     let (_, dump) = e2e::http_get(proxy.core.admin, "/config_dump").unwrap();
-    assert!(dump.contains("aws_default") || dump.contains("nodes"), "{dump}");
-    assert!(!dump.contains(&secret) && !dump.contains("wrong"), "{dump}");
+    assert!(dump.contains("nodes"), "{dump}");
+    assert!(
+        !dump.contains(&secret) && !dump.contains("wrong-secret-key"),
+        "{dump}"
+    );
     assert!(!proxy.core.log().contains(&secret));
     assert!(!d.log().contains(&secret));
-    let _ = State::Accepted;
 }

@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::{
         },
         transport_sockets::tls::v3::UpstreamTlsContext,
     },
-    google::protobuf::value::Kind as VK,
 };
+use envoy_types::pb::google::protobuf::value::Kind as VK;
 use proto::v1::{
     function_spec, secret_spec, AwsSecret, AwsUpstream, LambdaFunction, LambdaOptions,
     RouteOptions, SecretSpec,
