@@ -162,7 +162,15 @@ async fn main() -> ExitCode {
         "discovery-lambda",
         &core,
         LAMBDA_TOKEN,
-        &["--interval", "1s", "--max-interval", "2s", "--no-aliases", "--log", "warn"],
+        &[
+            "--interval",
+            "1s",
+            "--max-interval",
+            "2s",
+            "--no-aliases",
+            "--log",
+            "warn",
+        ],
     );
     d.wait_ready(Duration::from_secs(600));
     let first_pass = t.elapsed();
@@ -176,7 +184,11 @@ async fn main() -> ExitCode {
     let ok0 = d.metric("lambda_listings_total", &[("result", "ok")]);
     let deadline = Instant::now() + Duration::from_secs(300);
     while d.metric("lambda_listings_total", &[("result", "ok")]) < ok0 + 2.0 {
-        assert!(Instant::now() < deadline, "no further listings:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "no further listings:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -190,8 +202,14 @@ async fn main() -> ExitCode {
     println!("### discovery-lambda: {} functions in moto\n", thousands(n));
     println!("| measurement | result | target | verdict |");
     println!("|---|---|---|---|");
-    println!("| creating the functions in moto (boto3, 8 threads) | {} | – | – |", secs(create_time));
-    println!("| bare paginated ListFunctions (median of {runs}) | {} | – | – |", ms(bare));
+    println!(
+        "| creating the functions in moto (boto3, 8 threads) | {} | – | – |",
+        secs(create_time)
+    );
+    println!(
+        "| bare paginated ListFunctions (median of {runs}) | {} | – | – |",
+        ms(bare)
+    );
     println!(
         "| discovery listing, FunctionVersion=ALL, no aliases | {} ({ratio:.2}×) | ≤ {TARGET_RATIO}× bare | {} |",
         ms(ours),

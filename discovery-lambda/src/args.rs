@@ -117,7 +117,10 @@ mod tests {
             ("eu-west-1", "default", "aws-eu-west-1")
         );
         let r = parse_region("us-east-1=team/lambdas").unwrap();
-        assert_eq!((r.namespace.as_str(), r.upstream.as_str()), ("team", "lambdas"));
+        assert_eq!(
+            (r.namespace.as_str(), r.upstream.as_str()),
+            ("team", "lambdas")
+        );
         assert!(parse_region("US East").is_err());
         assert!(parse_region("us-east-1=nope").is_err());
     }

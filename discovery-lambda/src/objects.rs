@@ -5,9 +5,7 @@
 use std::collections::HashSet;
 
 use discovery_runtime::names::object_name;
-use proto::v1::{
-    function_spec, resource::Spec, FunctionSpec, LambdaFunction, Metadata, Resource,
-};
+use proto::v1::{function_spec, resource::Spec, FunctionSpec, LambdaFunction, Metadata, Resource};
 
 use crate::aws::Callable;
 
@@ -66,12 +64,23 @@ mod tests {
     fn one_function_per_callable_named_after_upstream_function_and_qualifier() {
         let out = functions("team", "aws", &[c("Hello_World", ""), c("hello", "live")]);
         assert_eq!(name(&out[1]), "aws-hello-live");
-        assert!(name(&out[0]).starts_with("aws-hello-world-"), "{}", name(&out[0]));
+        assert!(
+            name(&out[0]).starts_with("aws-hello-world-"),
+            "{}",
+            name(&out[0])
+        );
         assert_eq!(out[1].metadata.as_ref().unwrap().namespace, "team");
-        let Some(Spec::Function(f)) = &out[1].spec else { panic!() };
+        let Some(Spec::Function(f)) = &out[1].spec else {
+            panic!()
+        };
         assert_eq!(f.upstream, "aws");
-        let Some(function_spec::Function::Lambda(l)) = &f.function else { panic!() };
-        assert_eq!((l.function_name.as_str(), l.qualifier.as_str()), ("hello", "live"));
+        let Some(function_spec::Function::Lambda(l)) = &f.function else {
+            panic!()
+        };
+        assert_eq!(
+            (l.function_name.as_str(), l.qualifier.as_str()),
+            ("hello", "live")
+        );
     }
 
     #[test]

@@ -109,7 +109,10 @@ pub async fn run(ctx: Context, s: Settings, m: LambdaMetrics) -> anyhow::Result<
     );
     tokio::spawn(driver);
     let http = aws::http_client();
-    let backoff_cap = ctx.args.interval.max(Duration::from_secs(60).min(s.max_interval));
+    let backoff_cap = ctx
+        .args
+        .interval
+        .max(Duration::from_secs(60).min(s.max_interval));
     let mut schedules: HashMap<(String, String), Schedule> = HashMap::new();
     // What this service wrote before (an earlier run): each upstream keeps it until its
     // first good listing, so a target that cannot be read after a restart loses nothing.
@@ -150,7 +153,11 @@ pub async fn run(ctx: Context, s: Settings, m: LambdaMetrics) -> anyhow::Result<
             let keep: HashSet<_> = targets
                 .iter()
                 .map(Target::key)
-                .chain(blocked.iter().map(|b| (b.namespace.clone(), b.upstream.clone())))
+                .chain(
+                    blocked
+                        .iter()
+                        .map(|b| (b.namespace.clone(), b.upstream.clone())),
+                )
                 .collect();
             // Parts of upstreams that are gone are dropped; seeded parts wait for their target.
             parts.retain(|k| keep.contains(k));
@@ -177,8 +184,7 @@ pub async fn run(ctx: Context, s: Settings, m: LambdaMetrics) -> anyhow::Result<
 
         // List every due target, `concurrency` at a time.
         let now = Instant::now();
-        let mut due: Vec<&mut Schedule> =
-            schedules.values_mut().filter(|s| s.due <= now).collect();
+        let mut due: Vec<&mut Schedule> = schedules.values_mut().filter(|s| s.due <= now).collect();
         for sc in due.iter_mut() {
             if sc.client.is_none() {
                 sc.client = aws::client(&sc.target, &http).await.ok();

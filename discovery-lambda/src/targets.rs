@@ -100,7 +100,10 @@ pub fn targets(
                 } else {
                     &s.namespace
                 };
-                match view.get(Kind::Secret, ns, &s.name).and_then(|r| r.spec.as_ref()) {
+                match view
+                    .get(Kind::Secret, ns, &s.name)
+                    .and_then(|r| r.spec.as_ref())
+                {
                     Some(Spec::Secret(proto::v1::SecretSpec {
                         kind: Some(secret_spec::Kind::Aws(a)),
                     })) => CredentialSource::Static(StaticKeys {
@@ -157,7 +160,9 @@ pub fn targets(
 mod tests {
     use super::*;
     use clap::Parser;
-    use proto::v1::{AwsSecret, AwsUpstream, Metadata, Resource, ResourceRef, SecretSpec, UpstreamSpec};
+    use proto::v1::{
+        AwsSecret, AwsUpstream, Metadata, Resource, ResourceRef, SecretSpec, UpstreamSpec,
+    };
 
     #[derive(clap::Parser)]
     struct A {
@@ -239,10 +244,15 @@ mod tests {
         let names: Vec<_> = t.iter().map(|t| t.upstream.as_str()).collect();
         assert_eq!(names, ["no-secret", "with-keys", "aws-eu-west-1"]);
         assert_eq!(t[0].credentials, CredentialSource::Chain);
-        assert!(matches!(t[1].credentials, CredentialSource::Static(ref k) if k.access_key_id == "AK"));
+        assert!(
+            matches!(t[1].credentials, CredentialSource::Static(ref k) if k.access_key_id == "AK")
+        );
         assert_eq!(t[1].endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(blocked.len(), 1);
-        assert!(blocked[0].reason.contains("Secret default/gone"), "{blocked:?}");
+        assert!(
+            blocked[0].reason.contains("Secret default/gone"),
+            "{blocked:?}"
+        );
         assert!(!format!("{t:?}").contains("SK"));
     }
 }

@@ -261,7 +261,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// POSTs a JSON body; the status code.
 pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> Option<u16> {
-    http::send(addr, "POST", path, &[("Content-Type", "application/json")], json).map(|r| r.status)
+    http::send(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        json,
+    )
+    .map(|r| r.status)
 }
 
 /// Builders for the resources tests write.

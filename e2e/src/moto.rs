@@ -15,7 +15,9 @@ pub const REGION: &str = "us-east-1";
 pub const ACCOUNT: &str = "123456789012";
 
 fn venv_bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name)
 }
 
 pub struct Moto {
@@ -83,7 +85,11 @@ impl Moto {
             if crate::http_post(self.addr, "/moto-api/config", body).is_some_and(|c| c < 300) {
                 return;
             }
-            assert!(Instant::now() < deadline, "moto did not start:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -109,20 +115,19 @@ impl Moto {
     /// Runs Lambda operations through boto3 (see `e2e/tools/moto_lambda.py`); their results.
     pub fn lambda(&self, ops: serde_json::Value) -> Vec<serde_json::Value> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/moto_lambda.py");
-        let mut child = Command::new(venv_bin("python"))
-            .arg(script)
-            .arg(self.url())
-            .arg(REGION)
-            .envs(
-                self.keys
-                    .iter()
-                    .flat_map(|(k, s)| [("MOTO_KEY_ID", k.clone()), ("MOTO_SECRET_KEY", s.clone())]),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python");
+        let mut child =
+            Command::new(venv_bin("python"))
+                .arg(script)
+                .arg(self.url())
+                .arg(REGION)
+                .envs(self.keys.iter().flat_map(|(k, s)| {
+                    [("MOTO_KEY_ID", k.clone()), ("MOTO_SECRET_KEY", s.clone())]
+                }))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python");
         child
             .stdin
             .take()

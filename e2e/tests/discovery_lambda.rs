@@ -13,8 +13,7 @@ use e2e::{
     Core, ADMIN_TOKEN, LAMBDA_TOKEN,
 };
 use proto::v1::{
-    function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction,
-    ListRequest, Resource,
+    function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction, ListRequest, Resource,
 };
 use serde_json::json;
 
@@ -171,7 +170,13 @@ async fn tag_and_name_filters_hold() {
     wait_names(&core, &d, &["aws-web-a"], Duration::from_secs(20)).await;
     // A tag added later is seen by the next poll.
     moto.lambda(json!([{"op": "tag", "name": "web-c", "tags": {"team": "web"}}]));
-    wait_names(&core, &d, &["aws-web-a", "aws-web-c"], Duration::from_secs(20)).await;
+    wait_names(
+        &core,
+        &d,
+        &["aws-web-a", "aws-web-c"],
+        Duration::from_secs(20),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,10 +196,18 @@ async fn a_moto_outage_deletes_nothing_backs_off_and_catches_up() {
     let retried = eventually(Duration::from_secs(30), || {
         (d.metric("discovery_retries_total", &[("target", "lambda")]) >= 3.0).then_some(())
     });
-    assert!(retried.is_some(), "no backoff observed:\n{}", d.metrics_text());
+    assert!(
+        retried.is_some(),
+        "no backoff observed:\n{}",
+        d.metrics_text()
+    );
     assert!(d.metric("discovery_backoff_seconds", &[("target", "lambda")]) > 0.0);
     assert!(d.metric("discovery_errors_total", &[("kind", "source")]) >= 3.0);
-    assert_eq!(names(&core).await, ["aws-a", "aws-b"], "an outage deleted Functions");
+    assert_eq!(
+        names(&core).await,
+        ["aws-a", "aws-b"],
+        "an outage deleted Functions"
+    );
 
     // moto comes back (empty, as an emulator restarts): what it has now is what counts.
     moto.start_again();

@@ -87,7 +87,11 @@ fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSp
                 // Function plugins read the upstream's credentials Secret (aws_lambda signs
                 // with it), so a rotated Secret re-translates the route.
                 if let Some(r) = upstream_secret(ctx, uns, &u.name) {
-                    let sns = if r.namespace.is_empty() { uns } else { &r.namespace };
+                    let sns = if r.namespace.is_empty() {
+                        uns
+                    } else {
+                        &r.namespace
+                    };
                     d.push(ctx.stamp(Kind::Secret, sns, &r.name));
                 }
             }

@@ -324,7 +324,8 @@ impl Plugin for AwsLambda {
             .and_then(|o| o.lambda.clone())
             .unwrap_or_default();
         let config = Config {
-            arn: invoke_arn(aws, f).map_err(|e| format!("function {:?}: {e}", destination.function))?,
+            arn: invoke_arn(aws, f)
+                .map_err(|e| format!("function {:?}: {e}", destination.function))?,
             payload_passthrough: !opts.wrap_as_json,
             invocation_mode: if opts.asynchronous {
                 InvocationMode::Asynchronous
@@ -411,7 +412,10 @@ mod tests {
                 tls: true
             }
         );
-        assert_eq!(endpoint(&aws("us-east-1", "http://[::1]:81")).unwrap().host, "::1");
+        assert_eq!(
+            endpoint(&aws("us-east-1", "http://[::1]:81")).unwrap().host,
+            "::1"
+        );
         for bad in ["lambda.internal", "http://h:0", "https://h/x", "http://:80"] {
             let e = endpoint(&aws("us-east-1", bad)).unwrap_err();
             assert!(e.starts_with("aws.endpoint:"), "{bad}: {e}");

@@ -98,12 +98,16 @@ fn aws_upstream_is_a_tls_cluster_to_the_regional_endpoint_with_lambda_metadata()
     );
     let cla = c.load_assignment.as_ref().unwrap();
     let ep = format!("{:?}", cla.endpoints[0].lb_endpoints[0]);
-    assert!(ep.contains("lambda.us-east-1.amazonaws.com") && ep.contains("PortValue(443)"), "{ep}");
+    assert!(
+        ep.contains("lambda.us-east-1.amazonaws.com") && ep.contains("PortValue(443)"),
+        "{ep}"
+    );
     let md = &c.metadata.as_ref().unwrap().filter_metadata[METADATA];
     assert_eq!(md.fields["egress_gateway"].kind, Some(VK::BoolValue(true)));
     let ts = c.transport_socket.as_ref().expect("TLS");
-    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) =
-        &ts.config_type
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        a,
+    )) = &ts.config_type
     else {
         panic!("no tls config")
     };
@@ -120,8 +124,14 @@ fn endpoint_override_makes_a_plain_http_static_cluster() {
         Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32))
     );
     assert!(c.transport_socket.is_none());
-    let ep = format!("{:?}", c.load_assignment.unwrap().endpoints[0].lb_endpoints[0]);
-    assert!(ep.contains("127.0.0.1") && ep.contains("PortValue(5555)"), "{ep}");
+    let ep = format!(
+        "{:?}",
+        c.load_assignment.unwrap().endpoints[0].lb_endpoints[0]
+    );
+    assert!(
+        ep.contains("127.0.0.1") && ep.contains("PortValue(5555)"),
+        "{ep}"
+    );
     assert!(c.metadata.unwrap().filter_metadata.contains_key(METADATA));
 
     let t = translate(&input(vec![aws_us("bad", "ftp://x", None)]));
@@ -165,7 +175,10 @@ fn route_to_a_lambda_function_invokes_that_function_and_qualifier() {
     assert_eq!(report(&t, Kind::VirtualService, "v").state, State::Accepted);
     let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
     let sync = per_route(&rc, 0).unwrap().invoke_config.unwrap();
-    assert_eq!(sync.arn, "arn:aws:lambda:us-east-1:123456789012:function:hello");
+    assert_eq!(
+        sync.arn,
+        "arn:aws:lambda:us-east-1:123456789012:function:hello"
+    );
     assert_eq!(sync.invocation_mode, InvocationMode::Synchronous as i32);
     assert!(sync.payload_passthrough);
     assert_eq!(sync.host_rewrite, "lambda.us-east-1.amazonaws.com");
