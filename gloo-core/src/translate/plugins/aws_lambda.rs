@@ -321,7 +321,7 @@ impl Plugin for AwsLambda {
             .route
             .options
             .as_ref()
-            .and_then(|o| o.lambda.clone())
+            .and_then(|o| o.lambda)
             .unwrap_or_default();
         let config = Config {
             arn: invoke_arn(aws, f)
