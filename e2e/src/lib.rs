@@ -9,6 +9,7 @@ pub mod envoy;
 pub mod gcf;
 pub mod http;
 pub mod k8s;
+pub mod moto;
 pub mod openapi;
 pub mod scripted;
 
@@ -260,6 +261,18 @@ pub async fn settle(c: &mut Client) {
 /// A GET on loopback: (status, body), or None when nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     http::get(addr, path).map(|r| (r.status, r.body))
+}
+
+/// POSTs a JSON body; the status code.
+pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> Option<u16> {
+    http::send(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        json,
+    )
+    .map(|r| r.status)
 }
 
 /// Builders for the resources tests write.

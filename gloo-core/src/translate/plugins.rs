@@ -30,6 +30,8 @@ mod tests;
 
 pub mod rest;
 
+pub mod aws_lambda;
+
 /// Where an HTTP filter goes in the chain; filters sort by stage, then by plugin order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -133,6 +135,7 @@ pub trait Plugin: Send + Sync {
 /// The plugins every translation runs, in order.
 pub fn defaults() -> Vec<Box<dyn Plugin>> {
     vec![
+        Box::new(aws_lambda::AwsLambda),
         Box::new(gcf::Gcf::default()),
         Box::new(rest::Rest),
         Box::new(resilience::Resilience),

@@ -84,6 +84,16 @@ fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSp
             d.push(Some((u64::MAX, u64::from(rejected))));
             if !dest.function.is_empty() {
                 d.push(ctx.stamp(Kind::Function, uns, &dest.function));
+                // Function plugins read the upstream's credentials Secret (aws_lambda signs
+                // with it), so a rotated Secret re-translates the route.
+                if let Some(r) = upstream_secret(ctx, uns, &u.name) {
+                    let sns = if r.namespace.is_empty() {
+                        uns
+                    } else {
+                        &r.namespace
+                    };
+                    d.push(ctx.stamp(Kind::Secret, sns, &r.name));
+                }
             }
         }
     };
@@ -136,6 +146,24 @@ fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSp
         }
     }
     d
+}
+
+/// The credentials Secret a cloud upstream names, if any.
+fn upstream_secret<'a>(
+    ctx: &Context<'a>,
+    namespace: &str,
+    name: &str,
+) -> Option<&'a proto::v1::ResourceRef> {
+    use proto::v1::upstream_spec::UpstreamType;
+    let Some(Spec::Upstream(u)) = ctx.get(Kind::Upstream, namespace, name)?.spec.as_ref() else {
+        return None;
+    };
+    match &u.upstream_type {
+        Some(UpstreamType::Aws(a)) => a.secret_ref.as_ref(),
+        Some(UpstreamType::Gcp(g)) => g.secret_ref.as_ref(),
+        _ => None,
+    }
+    .filter(|r| !r.name.is_empty())
 }
 
 /// A user's regex, checked for syntax (RE2's syntax is, for what routes use, the `regex`

@@ -528,3 +528,5 @@ fn validation_judges_each_proposal_on_its_own() {
     let bad_again = v.validate(&store.read(), &[Write::Put(Box::new(to("missing")))]);
     assert!(bad_again.is_err());
 }
+
+mod aws_lambda;
