@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{backoff::Backoff, client::Client, metrics::Metrics};
+use crate::{backoff::Backoff, client::Client, metrics::Metrics, sync::kind_of};
 
 /// `(kind, namespace, name)`.
 pub type Key = (i32, String, String);
@@ -41,20 +41,6 @@ impl StoreView {
 fn key_of(r: &Resource, kind: i32) -> Option<Key> {
     let m = r.metadata.as_ref()?;
     Some((kind, m.namespace.clone(), m.name.clone()))
-}
-
-fn kind_of(r: &Resource) -> i32 {
-    use proto::v1::resource::Spec;
-    (match &r.spec {
-        Some(Spec::Upstream(_)) => Kind::Upstream,
-        Some(Spec::Function(_)) => Kind::Function,
-        Some(Spec::Endpoints(_)) => Kind::Endpoints,
-        Some(Spec::VirtualService(_)) => Kind::VirtualService,
-        Some(Spec::UpstreamGroup(_)) => Kind::UpstreamGroup,
-        Some(Spec::Gateway(_)) => Kind::Gateway,
-        Some(Spec::Secret(_)) => Kind::Secret,
-        None => Kind::Unspecified,
-    }) as i32
 }
 
 /// Starts following `kinds`; the receiver holds `None` until the first consistent view. The

@@ -58,7 +58,7 @@ pub fn digest(resources: &[Resource]) -> [u8; 32] {
         .map(|r| {
             let m = r.metadata.as_ref();
             let key = (
-                r.spec_kind(),
+                kind_of(r),
                 m.map(|m| m.namespace.as_str()).unwrap_or(""),
                 m.map(|m| m.name.as_str()).unwrap_or(""),
             );
@@ -95,25 +95,20 @@ pub fn digest(resources: &[Resource]) -> [u8; 32] {
     h.finalize().into()
 }
 
-trait SpecKind {
-    fn spec_kind(&self) -> i32;
-}
-
-impl SpecKind for Resource {
-    fn spec_kind(&self) -> i32 {
-        use proto::v1::resource::Spec;
-        let k = match &self.spec {
-            Some(Spec::Upstream(_)) => Kind::Upstream,
-            Some(Spec::Function(_)) => Kind::Function,
-            Some(Spec::Endpoints(_)) => Kind::Endpoints,
-            Some(Spec::VirtualService(_)) => Kind::VirtualService,
-            Some(Spec::UpstreamGroup(_)) => Kind::UpstreamGroup,
-            Some(Spec::Gateway(_)) => Kind::Gateway,
-            Some(Spec::Secret(_)) => Kind::Secret,
-            None => Kind::Unspecified,
-        };
-        k as i32
-    }
+/// The kind of a resource, from its spec.
+pub fn kind_of(r: &Resource) -> i32 {
+    use proto::v1::resource::Spec;
+    let k = match &r.spec {
+        Some(Spec::Upstream(_)) => Kind::Upstream,
+        Some(Spec::Function(_)) => Kind::Function,
+        Some(Spec::Endpoints(_)) => Kind::Endpoints,
+        Some(Spec::VirtualService(_)) => Kind::VirtualService,
+        Some(Spec::UpstreamGroup(_)) => Kind::UpstreamGroup,
+        Some(Spec::Gateway(_)) => Kind::Gateway,
+        Some(Spec::Secret(_)) => Kind::Secret,
+        None => Kind::Unspecified,
+    };
+    k as i32
 }
 
 fn kind_label(kind: i32) -> String {
@@ -199,7 +194,7 @@ impl SyncDriver {
     async fn sync(&mut self, set: &[Resource]) -> Result<(), tonic::Status> {
         let mut by_kind: BTreeMap<i32, i64> = self.kinds.iter().map(|k| (*k as i32, 0)).collect();
         for r in set {
-            *by_kind.entry(r.spec_kind()).or_default() += 1;
+            *by_kind.entry(kind_of(r)).or_default() += 1;
         }
         for (kind, n) in &by_kind {
             self.metrics

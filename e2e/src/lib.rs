@@ -219,6 +219,20 @@ impl Core {
         }
     }
 
+    /// Every stored object of `kind` in every namespace, as an admin sees it.
+    pub async fn list(&self, kind: proto::v1::Kind) -> Vec<proto::v1::Resource> {
+        self.client(ADMIN_TOKEN)
+            .await
+            .list(proto::v1::ListRequest {
+                kind: kind as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("listing")
+            .into_inner()
+            .items
+    }
+
     pub async fn client(&self, token: &str) -> Client {
         self.options(token)
             .connect()

@@ -11,9 +11,7 @@ use e2e::{
     http::{self, eventually},
     Client, Core, ADMIN_TOKEN, GCF_TOKEN,
 };
-use proto::v1::{
-    function_spec, resource::Spec, ApplyRequest, GcfFunction, Kind, ListRequest, Resource,
-};
+use proto::v1::{function_spec, resource::Spec, ApplyRequest, GcfFunction, Kind, Resource};
 use serde_json::json;
 
 const PROJECT: &str = "test-project";
@@ -49,27 +47,20 @@ async fn gcp_upstream(c: &mut Client, api: &GcfApi, extra: serde_json::Value) {
 
 /// The Functions in gloo-core: name → (upstream, gcf spec).
 async fn functions(core: &Core) -> BTreeMap<String, (String, GcfFunction)> {
-    let mut c = core.client(ADMIN_TOKEN).await;
-    c.list(ListRequest {
-        kind: Kind::Function as i32,
-        ..Default::default()
-    })
-    .await
-    .expect("list")
-    .into_inner()
-    .items
-    .into_iter()
-    .filter_map(|r| {
-        let name = r.metadata?.name;
-        match r.spec? {
-            Spec::Function(f) => match f.function? {
-                function_spec::Function::Gcf(g) => Some((name, (f.upstream, g))),
+    core.list(Kind::Function)
+        .await
+        .into_iter()
+        .filter_map(|r| {
+            let name = r.metadata?.name;
+            match r.spec? {
+                Spec::Function(f) => match f.function? {
+                    function_spec::Function::Gcf(g) => Some((name, (f.upstream, g))),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        }
-    })
-    .collect()
+            }
+        })
+        .collect()
 }
 
 async fn function_names(core: &Core) -> Vec<String> {

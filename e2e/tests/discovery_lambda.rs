@@ -12,9 +12,7 @@ use e2e::{
     moto::Moto,
     Core, ADMIN_TOKEN, LAMBDA_TOKEN,
 };
-use proto::v1::{
-    function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction, ListRequest, Resource,
-};
+use proto::v1::{function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction, Resource};
 use serde_json::json;
 
 const DISCOVERY: &str = "discovery-lambda";
@@ -53,16 +51,9 @@ async fn aws_upstream(client: &mut e2e::Client, moto: &Moto, keys: (&str, &str))
 
 /// The Lambda Functions in gloo-core, by name.
 async fn functions(core: &Core) -> Vec<(String, LambdaFunction)> {
-    let mut c = core.client(ADMIN_TOKEN).await;
-    let mut out: Vec<_> = c
-        .list(ListRequest {
-            kind: Kind::Function as i32,
-            ..Default::default()
-        })
+    let mut out: Vec<_> = core
+        .list(Kind::Function)
         .await
-        .expect("list")
-        .into_inner()
-        .items
         .into_iter()
         .filter_map(|r| {
             let name = r.metadata?.name;

@@ -14,7 +14,7 @@ use e2e::{
 };
 use proto::v1::{
     function_spec::Function, resource::Spec, rest_function::parameter::Location, ApplyRequest,
-    Kind, ListRequest, Resource, RestFunction,
+    Kind, Resource, RestFunction,
 };
 use serde_json::json;
 
@@ -51,18 +51,8 @@ async fn apply(core: &Core, r: Resource) {
 
 /// The REST Functions in the store, by name: (upstream, function).
 async fn functions(core: &Core) -> BTreeMap<String, (String, RestFunction)> {
-    let items = core
-        .client(ADMIN_TOKEN)
+    core.list(Kind::Function)
         .await
-        .list(ListRequest {
-            kind: Kind::Function as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .items;
-    items
         .into_iter()
         .filter_map(|r| {
             let name = r.metadata?.name;
@@ -365,16 +355,8 @@ async fn a_service_without_a_spec_is_probed_less_and_less_often() {
 
 /// The `discovery.solo.io/openapi-problem` annotations on Functions.
 async fn problem_annotations(core: &Core) -> Vec<String> {
-    core.client(ADMIN_TOKEN)
+    core.list(Kind::Function)
         .await
-        .list(ListRequest {
-            kind: Kind::Function as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("list")
-        .into_inner()
-        .items
         .into_iter()
         .filter_map(|r| {
             r.metadata?

@@ -5,20 +5,13 @@ use std::time::Duration;
 use discovery_runtime::{metrics::Metrics, sync::Publisher, sync::SyncDriver};
 use e2e::{fixtures::static_upstream, Core, DISCOVERY_OWNER, DISCOVERY_TOKEN};
 use prometheus_client::{encoding::text::encode, registry::Registry};
-use proto::v1::{Kind, ListRequest};
+use proto::v1::Kind;
 use tokio_util::sync::CancellationToken;
 
 async fn names(core: &Core) -> Vec<String> {
-    let mut c = core.client(DISCOVERY_TOKEN).await;
-    let mut n: Vec<String> = c
-        .list(ListRequest {
-            kind: Kind::Upstream as i32,
-            ..Default::default()
-        })
+    let mut n: Vec<String> = core
+        .list(Kind::Upstream)
         .await
-        .expect("list")
-        .into_inner()
-        .items
         .into_iter()
         .map(|r| r.metadata.unwrap().name)
         .collect();
