@@ -8,9 +8,9 @@ use e2e::{
 };
 use futures::StreamExt;
 use proto::v1::{
-    resource::Spec, secret_spec, watch_event::Type, ApplyRequest, AwsSecret, DeleteRequest,
-    GetRequest, HealthCheck, Kind, ListRequest, Resource, SecretSpec, SyncRequest, WatchEvent,
-    WatchRequest,
+    health_check, resource::Spec, secret_spec, watch_event::Type, ApplyRequest, AwsSecret,
+    DeleteRequest, GetRequest, HealthCheck, Kind, ListRequest, Resource, SecretSpec, SyncRequest,
+    TcpHealthCheck, WatchEvent, WatchRequest,
 };
 use tonic::Code;
 
@@ -414,6 +414,7 @@ async fn a_person_s_edit_to_a_discovered_upstream_survives_rediscovery() {
     let health = HealthCheck {
         healthy_threshold: 3,
         unhealthy_threshold: 2,
+        check: Some(health_check::Check::Tcp(TcpHealthCheck::default())),
         ..Default::default()
     };
     if let Some(Spec::Upstream(u)) = edited.spec.as_mut() {
