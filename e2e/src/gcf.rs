@@ -2,7 +2,6 @@
 //! (`e2e/py/gcf_admin_api.py`, checking RS256-signed JWTs with a service-account key made
 //! here with the openssl CLI), and functions served by the real `functions-framework`.
 use std::{
-    io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -39,20 +38,14 @@ fn wait_port(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
     );
 }
 
-/// One HTTP/1.1 request with a body; (status, body).
+/// One HTTP/1.1 request with a JSON body; (status, body).
 pub fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let status = raw.split(' ').nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    let host = addr.to_string();
+    let headers = [
+        ("Host", host.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    crate::http::send(addr, method, path, &headers, body).map(|r| (r.status, r.body))
 }
 
 /// The Cloud Functions admin API and token endpoint.

@@ -60,9 +60,40 @@ pub fn send(
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     s.write_all(req.as_bytes()).ok()?;
+    parse(&read_response(&mut s)?)
+}
+
+/// Reads one response: its head, then as much body as `Content-Length` (or the chunks) says,
+/// without waiting for the server to close. Envoy holds the connection of a reply it made itself
+/// (a redirect, a 429, a fault) open for its delayed-close timeout, a second per request.
+fn read_response(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    parse(&raw)
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        raw.extend_from_slice(&buf[..n]);
+        if n == 0 {
+            break;
+        }
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let body = &raw[end + 4..];
+        let done = match length {
+            Some(len) => body.len() >= len,
+            None if head.contains("transfer-encoding: chunked") => body.ends_with(b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+    }
+    Some(raw)
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Option<Response> {

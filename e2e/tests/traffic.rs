@@ -88,7 +88,7 @@ impl Gw {
     }
 
     fn req(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<Response> {
-        e2e::scripted::request(self.p.listen, method, path, headers)
+        e2e::http::request(self.p.listen, method, path, headers)
     }
 
     fn get(&self, path: &str) -> Response {
@@ -1223,7 +1223,7 @@ async fn weights_shift_under_load_with_no_errors() {
         std::thread::spawn(move || {
             let (mut ok, mut bad) = (0u32, Vec::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match e2e::scripted::request(listen, "GET", "/", &[]) {
+                match e2e::http::request(listen, "GET", "/", &[]) {
                     Some(r) if r.status == 200 => ok += 1,
                     other => bad.push(other.map(|r| r.status)),
                 }
