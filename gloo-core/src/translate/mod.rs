@@ -210,6 +210,24 @@ impl<'a> Context<'a> {
             _ => None,
         }
     }
+
+    /// The Secret a reference in field `field` names, in `namespace` unless the reference
+    /// names one: (its namespace, its spec), or an error naming the field and the Secret.
+    pub fn secret_ref<'r>(
+        &self,
+        field: &str,
+        namespace: &'r str,
+        r: &'r proto::v1::ResourceRef,
+    ) -> Result<(&'r str, &'a proto::v1::SecretSpec), String> {
+        let ns = if r.namespace.is_empty() {
+            namespace
+        } else {
+            &r.namespace
+        };
+        self.secret(ns, &r.name)
+            .map(|s| (ns, s))
+            .ok_or_else(|| format!("{field}: Secret {ns}/{} not found", r.name))
+    }
 }
 
 /// Translates everything with the default plugins, from scratch.

@@ -124,14 +124,7 @@ fn tls_socket(
         ..Default::default()
     };
     if let Some(r) = tls.secret_ref.as_ref().filter(|r| !r.name.is_empty()) {
-        let ns = if r.namespace.is_empty() {
-            namespace
-        } else {
-            &r.namespace
-        };
-        let secret = ctx
-            .secret(ns, &r.name)
-            .ok_or_else(|| format!("tls.secretRef: Secret {ns}/{} not found", r.name))?;
+        let (ns, secret) = ctx.secret_ref("tls.secretRef", namespace, r)?;
         let Some(secret_spec::Kind::Tls(t)) = &secret.kind else {
             return Err(format!(
                 "tls.secretRef: Secret {ns}/{} is not a tls secret",

@@ -137,14 +137,7 @@ fn credentials(
     let Some(r) = aws.secret_ref.as_ref().filter(|r| !r.name.is_empty()) else {
         return Ok(None);
     };
-    let ns = if r.namespace.is_empty() {
-        namespace
-    } else {
-        &r.namespace
-    };
-    let secret = ctx
-        .secret(ns, &r.name)
-        .ok_or_else(|| format!("aws.secretRef: Secret {ns}/{} not found", r.name))?;
+    let (ns, secret) = ctx.secret_ref("aws.secretRef", namespace, r)?;
     let Some(secret_spec::Kind::Aws(a)) = &secret.kind else {
         return Err(format!(
             "aws.secretRef: Secret {ns}/{} is not an aws secret",

@@ -247,15 +247,9 @@ fn token<'a>(
     if auth.gcp_authn {
         return Err("gcp.functionAuth: set gcpAuthn or tokenSecretRef, not both".into());
     }
-    let ns = if r.namespace.is_empty() {
-        namespace
-    } else {
-        &r.namespace
-    };
-    let what = format!("gcp.functionAuth.tokenSecretRef: Secret {ns}/{}", r.name);
-    let secret = ctx
-        .secret(ns, &r.name)
-        .ok_or_else(|| format!("{what} not found"))?;
+    let field = "gcp.functionAuth.tokenSecretRef";
+    let (ns, secret) = ctx.secret_ref(field, namespace, r)?;
+    let what = format!("{field}: Secret {ns}/{}", r.name);
     let Some(secret_spec::Kind::Opaque(o)) = &secret.kind else {
         return Err(format!("{what} is not an opaque secret"));
     };
@@ -298,15 +292,8 @@ fn tls_socket(
             validation = None;
         }
         if let Some(r) = tls.secret_ref.as_ref().filter(|r| !r.name.is_empty()) {
-            let ns = if r.namespace.is_empty() {
-                namespace
-            } else {
-                &r.namespace
-            };
+            let (ns, secret) = ctx.secret_ref("tls.secretRef", namespace, r)?;
             let what = format!("tls.secretRef: Secret {ns}/{}", r.name);
-            let secret = ctx
-                .secret(ns, &r.name)
-                .ok_or_else(|| format!("{what} not found"))?;
             let Some(secret_spec::Kind::Tls(t)) = &secret.kind else {
                 return Err(format!("{what} is not a tls secret"));
             };

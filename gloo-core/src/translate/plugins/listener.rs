@@ -64,14 +64,7 @@ fn tls_secret<'a>(
     if r.name.is_empty() {
         return Err(format!("{field}.name: required"));
     }
-    let ns = if r.namespace.is_empty() {
-        namespace
-    } else {
-        &r.namespace
-    };
-    let secret = ctx
-        .secret(ns, &r.name)
-        .ok_or_else(|| format!("{field}: Secret {ns}/{} not found", r.name))?;
+    let (ns, secret) = ctx.secret_ref(field, namespace, r)?;
     match &secret.kind {
         Some(secret_spec::Kind::Tls(t)) => Ok((Key::new(Kind::Secret, ns, &r.name), t)),
         _ => Err(format!(
