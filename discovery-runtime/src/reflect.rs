@@ -107,13 +107,31 @@ async fn follow(
     let mut stream = client.clone().watch(req).await?.into_inner();
     // A fresh listing builds a new map, so readers never see a half-filled one.
     let mut building = if fresh { Some(BTreeMap::new()) } else { None };
+    // Set when the view changed and is not published yet: a burst of events that are already
+    // received is applied as a whole and published once (a copy per event would make a burst
+    // quadratic in the size of the store).
+    let mut dirty = false;
     loop {
         let ev = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return Ok(()),
             ev = stream.next() => ev,
+            () = std::future::ready(()), if dirty => {
+                tx.send_replace(Some(Arc::new(view.clone())));
+                dirty = false;
+                continue;
+            }
         };
-        let Some(ev) = ev else { return Ok(()) };
-        let ev = ev?;
+        let ev = match ev {
+            Some(Ok(ev)) => ev,
+            // The stream ended or broke: publish what was applied before resuming.
+            end => {
+                if dirty {
+                    tx.send_replace(Some(Arc::new(view.clone())));
+                }
+                return end.map_or(Ok(()), |e| e.map(|_| ()));
+            }
+        };
         backoff.reset();
         let objects = building.as_mut().unwrap_or(&mut view.objects);
         match Type::try_from(ev.r#type).unwrap_or(Type::Bookmark) {
@@ -140,7 +158,7 @@ async fn follow(
             view.objects = done;
         }
         if building.is_none() {
-            tx.send_replace(Some(Arc::new(view.clone())));
+            dirty = true;
         }
     }
 }
