@@ -1,5 +1,5 @@
-//! The pure half of discovery-k8s: Services and EndpointSlices in, the desired set of
-//! Upstreams and Endpoints out. No I/O, so every rule here is unit-tested.
+//! The pure half of discovery-k8s: the [`Index`] of Services and EndpointSlices in, the
+//! desired set of Upstreams and Endpoints out. No I/O, so every rule here is unit-tested.
 //!
 //! ```text
 //!  Service default/petstore  ports [http 8080→web]          EndpointSlices with label
@@ -8,17 +8,16 @@
 //!  Upstream default/default-petstore-8080  (kube: petstore/default/8080, labels of the Service)
 //!  Endpoints default/default-petstore-8080 (upstream = that name) ◄─┘ slice port named "http"
 //! ```
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use discovery_runtime::{names::object_name, selector::Selector, CommonArgs};
-use k8s_openapi::api::{
-    core::v1::{Service, ServicePort},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::ServicePort;
 use proto::v1::{
     resource::Spec, upstream_spec::UpstreamType, Endpoint, EndpointsSpec, KubeUpstream, Metadata,
     Resource, UpstreamSpec,
 };
+
+use crate::index::{Index, PortInfo, ServiceInfo, SliceInfo};
 
 /// A Service with this annotation set to `true` is not discovered (and a discovered one goes
 /// away when it is added).
@@ -49,31 +48,17 @@ impl Filter {
             && !self.exclude_namespaces.iter().any(|n| n == ns)
     }
 
-    /// Whether `svc` is discovered: its namespace is watched and not excluded, its labels match
-    /// the selector, and it has not opted out with [`DISABLE_ANNOTATION`].
-    pub fn selects(&self, svc: &Service) -> bool {
-        let meta = &svc.metadata;
-        let ns = meta.namespace.as_deref().unwrap_or("default");
-        if !self.namespace_selected(ns) {
-            return false;
-        }
-        let disabled = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(DISABLE_ANNOTATION))
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if disabled {
+    /// Whether Service `svc` of namespace `ns` is discovered: its namespace is watched and not
+    /// excluded, its labels match the selector, and it has not opted out with
+    /// [`DISABLE_ANNOTATION`].
+    pub fn selects(&self, ns: &str, svc: &ServiceInfo) -> bool {
+        if !self.namespace_selected(ns) || svc.disabled {
             return false;
         }
         if self.selector.is_empty() {
             return true;
         }
-        let labels: HashMap<String, String> = meta
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let labels: HashMap<String, String> = svc.labels.iter().cloned().collect();
         self.selector.matches(&labels)
     }
 }
@@ -99,84 +84,64 @@ pub fn wants_http2(port: &ServicePort) -> bool {
 /// The ready addresses of `port` of the Service the `slices` belong to. A slice port matches
 /// by name (EndpointSlice ports carry the Service port's name, and the target port number, so
 /// a `targetPort` mapping is followed); a Service with a single unnamed port matches the
-/// slices' unnamed port. Endpoints whose `ready` condition is false are left out (unknown
-/// counts as ready, as kube-proxy does); FQDN slices are skipped, as Envoy's EDS wants IPs.
-pub fn endpoints_for(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoint> {
-    let want = port.name.as_deref().unwrap_or("");
-    let mut out: BTreeSet<(String, u32, String)> = BTreeSet::new();
+/// slices' unnamed port. Not-ready endpoints and FQDN slices were left out by the index.
+pub fn endpoints_for(port: &PortInfo, slices: &[&SliceInfo]) -> Vec<Endpoint> {
+    let mut out: BTreeSet<(&str, u32, &str)> = BTreeSet::new();
     for slice in slices {
-        if slice.address_type == "FQDN" {
-            continue;
-        }
         let Some(target) = slice
             .ports
             .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == want)
-            .and_then(|p| p.port)
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|p| (1..=65535).contains(p))
+            .find(|(name, _)| *name == port.name)
+            .and_then(|(_, number)| *number)
         else {
             continue;
         };
-        for ep in slice.endpoints.iter().flatten() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for addr in &ep.addresses {
-                out.insert((
-                    addr.clone(),
-                    target,
-                    ep.hostname.clone().unwrap_or_default(),
-                ));
-            }
+        for (address, hostname) in &slice.addresses {
+            out.insert((address, target, hostname));
         }
     }
     out.into_iter()
         .map(|(address, port, hostname)| Endpoint {
-            address,
+            address: address.into(),
             port,
-            hostname,
+            hostname: hostname.into(),
             labels: Default::default(),
         })
         .collect()
 }
 
-/// The Upstream and Endpoints objects of one Service, given its EndpointSlices.
-pub fn service_objects(svc: &Service, slices: &[&EndpointSlice], out: &mut Vec<Resource>) {
-    let Some(name) = svc.metadata.name.as_deref() else {
+/// The Upstream and Endpoints objects of Service `ns/name`, given its EndpointSlices.
+pub fn service_objects(
+    ns: &str,
+    name: &str,
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+    emit: &mut impl FnMut(Resource),
+) {
+    if name.is_empty() {
         return;
-    };
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    // The Service's labels, as they are: a user selects discovered Upstreams with the labels
-    // they already put on their Services (`glooctl get upstreams -l app=petstore`).
-    let labels: std::collections::HashMap<String, String> = svc
-        .metadata
-        .labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+    }
     // A Service may list one port number twice (TCP and UDP); one Upstream per number.
-    let mut seen = BTreeMap::new();
-    for port in ports.into_iter().flatten() {
-        if port.protocol.as_deref().is_some_and(|p| p != "TCP") {
+    let mut seen = BTreeSet::new();
+    for port in &svc.ports {
+        if !port.tcp {
             continue;
         }
         let Ok(number) = u32::try_from(port.port) else {
             continue;
         };
-        if seen.insert(number, ()).is_some() {
+        if !seen.insert(number) {
             continue;
         }
         let upstream = upstream_name(ns, name, port.port);
-        out.push(Resource {
+        emit(Resource {
             metadata: Some(Metadata {
                 name: upstream.clone(),
                 namespace: ns.into(),
-                labels: labels.clone(),
+                // The Service's labels, as they are: a user selects discovered Upstreams with
+                // the labels they already put on their Services
+                // (`glooctl get upstreams -l app=petstore`).
+                labels: svc.labels.iter().cloned().collect(),
                 ..Default::default()
             }),
             spec: Some(Spec::Upstream(UpstreamSpec {
@@ -186,12 +151,12 @@ pub fn service_objects(svc: &Service, slices: &[&EndpointSlice], out: &mut Vec<R
                     service_port: number,
                     selector: Default::default(),
                 })),
-                use_http2: wants_http2(port),
+                use_http2: port.http2,
                 ..Default::default()
             })),
             ..Default::default()
         });
-        out.push(Resource {
+        emit(Resource {
             metadata: Some(Metadata {
                 name: upstream.clone(),
                 namespace: ns.into(),
@@ -206,41 +171,29 @@ pub fn service_objects(svc: &Service, slices: &[&EndpointSlice], out: &mut Vec<R
     }
 }
 
-/// The complete desired set: every selected Service's Upstreams and Endpoints.
-pub fn desired_set<'a>(
-    services: impl IntoIterator<Item = &'a Service>,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
-    filter: &Filter,
-) -> Vec<Resource> {
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for slice in slices {
-        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-        if let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        {
+/// The complete desired set, every selected Service's Upstreams and Endpoints, handed to
+/// `emit` one object at a time (ordered by namespace and Service name), so the caller decides
+/// what to keep.
+pub fn desired_set(index: &Index, filter: &Filter, emit: &mut impl FnMut(Resource)) {
+    let mut by_service: HashMap<(&str, &str), Vec<&SliceInfo>> = HashMap::new();
+    for ((ns, _), slice) in index.slices.iter() {
+        if let Some(svc) = &slice.service {
             by_service
-                .entry((ns, svc.as_str()))
+                .entry((ns.as_str(), svc.as_str()))
                 .or_default()
                 .push(slice);
         }
     }
-    let mut out = Vec::new();
-    for svc in services {
-        if !filter.selects(svc) {
+    for ((ns, name), svc) in index.services.iter() {
+        if !filter.selects(ns, svc) {
             continue;
         }
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-        let name = svc.metadata.name.as_deref().unwrap_or("");
         let slices = by_service
-            .get(&(ns, name))
+            .get(&(ns.as_str(), name.as_str()))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        service_objects(svc, slices, &mut out);
+        service_objects(ns, name, svc, slices, emit);
     }
-    out
 }
 
 #[cfg(test)]
@@ -248,7 +201,8 @@ mod tests {
     use super::*;
     use k8s_openapi::{
         api::{
-            core::v1::ServiceSpec,
+            core::v1::{Service, ServiceSpec},
+            discovery::v1::EndpointSlice,
             discovery::v1::{Endpoint as SliceEndpoint, EndpointConditions, EndpointPort},
         },
         apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
@@ -319,6 +273,21 @@ mod tests {
         }
     }
 
+    /// The desired set of these objects.
+    fn set(services: &[&Service], slices: &[&EndpointSlice], filter: &Filter) -> Vec<Resource> {
+        let index = Index::of(services.iter().copied(), slices.iter().copied());
+        let mut out = Vec::new();
+        desired_set(&index, filter, &mut |r| out.push(r));
+        out
+    }
+
+    /// The endpoints of Service port `port`, from these slices.
+    fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> Vec<Endpoint> {
+        let svc = ServiceInfo::from(&service("default", "x", vec![port.clone()]));
+        let slices: Vec<SliceInfo> = slices.iter().map(|s| SliceInfo::from(*s)).collect();
+        endpoints_for(&svc.ports[0], &slices.iter().collect::<Vec<_>>())
+    }
+
     fn addrs(eps: &[Endpoint]) -> Vec<String> {
         eps.iter()
             .map(|e| format!("{}:{}", e.address, e.port))
@@ -386,17 +355,17 @@ mod tests {
             &[("10.0.1.1", Some(true)), ("10.0.0.2", Some(true))],
         );
         assert_eq!(
-            addrs(&endpoints_for(&web, &[&s, &s2])),
+            addrs(&endpoints(&web, &[&s, &s2])),
             ["10.0.0.1:8080", "10.0.0.2:8080", "10.0.1.1:8080"],
             "not-ready left out, duplicates merged, sorted"
         );
         let metrics = port(Some("metrics"), 9000, 9090);
         assert_eq!(
-            addrs(&endpoints_for(&metrics, &[&s])),
+            addrs(&endpoints(&metrics, &[&s])),
             ["10.0.0.1:9090", "10.0.0.2:9090"]
         );
         let other = port(Some("admin"), 9999, 9999);
-        assert!(endpoints_for(&other, &[&s]).is_empty());
+        assert!(endpoints(&other, &[&s]).is_empty());
     }
 
     #[test]
@@ -408,7 +377,7 @@ mod tests {
             &[(None, 3000)],
             &[("10.0.0.1", Some(true))],
         );
-        assert_eq!(addrs(&endpoints_for(&p, &[&s])), ["10.0.0.1:3000"]);
+        assert_eq!(addrs(&endpoints(&p, &[&s])), ["10.0.0.1:3000"]);
     }
 
     #[test]
@@ -421,7 +390,7 @@ mod tests {
             &[("example.com", None)],
         );
         s.address_type = "FQDN".into();
-        assert!(endpoints_for(&p, &[&s]).is_empty());
+        assert!(endpoints(&p, &[&s]).is_empty());
     }
 
     #[test]
@@ -443,7 +412,7 @@ mod tests {
             &[(Some("web"), 1)],
             &[("10.9.9.9", Some(true))],
         );
-        let set = desired_set([&svc], [&s, &other], &Filter::default());
+        let set = set(&[&svc], &[&s, &other], &Filter::default());
         assert_eq!(set.len(), 4);
         let Some(Spec::Upstream(u)) = &set[0].spec else {
             panic!("{:?}", set[0])
@@ -482,7 +451,7 @@ mod tests {
         let mut off = service("a", "off", vec![port(Some("web"), 80, 80)]);
         off.metadata.annotations = Some([(DISABLE_ANNOTATION.to_string(), "true".into())].into());
         let names = |f: &Filter| -> Vec<String> {
-            desired_set([&a, &b, &off], [], f)
+            set(&[&a, &b, &off], &[], f)
                 .iter()
                 .filter(|r| matches!(r.spec, Some(Spec::Upstream(_))))
                 .map(|r| r.metadata.as_ref().unwrap().name.clone())
@@ -516,6 +485,6 @@ mod tests {
         let mut dns = port(Some("dns"), 53, 53);
         dns.protocol = Some("UDP".into());
         let svc = service("kube-system", "dns", vec![dns]);
-        assert!(desired_set([&svc], [], &Filter::default()).is_empty());
+        assert!(set(&[&svc], &[], &Filter::default()).is_empty());
     }
 }

@@ -2,12 +2,13 @@
 //! EndpointSlices' ready addresses become Endpoints, Synced to gloo-core as owner
 //! `discovery-k8s`.
 //!
-//! [`watch`] follows the API server with kube-runtime watchers and reflector stores;
-//! [`desired`] turns the stores into the desired set (pure, unit-tested); discovery-runtime's
-//! sync driver sends it, skipping sets that did not change.
+//! [`watch`] follows the API server with kube-runtime watchers into the [`index`], which keeps
+//! only the fields discovery uses; [`desired`] turns the index into the desired set (pure,
+//! unit-tested); discovery-runtime's sync driver sends it, skipping sets that did not change.
 #![forbid(unsafe_code)]
 
 pub mod desired;
+pub mod index;
 pub mod watch;
 
 use std::{path::PathBuf, time::Duration};

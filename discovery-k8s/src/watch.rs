@@ -1,38 +1,42 @@
-//! The Kubernetes half: two kube-runtime watchers (Services, EndpointSlices) feed reflector
-//! stores; a coalescing loop turns the stores into desired sets for the sync driver.
+//! The Kubernetes half: two kube-runtime watchers (Services, EndpointSlices) feed the
+//! [`Index`]; a coalescing loop turns it into desired sets for the sync driver.
 //!
 //! ```text
-//!  watcher(Services) ──reflector──► store ─┐
-//!  watcher(Slices)   ──reflector──► store ─┤ any event marks dirty
-//!        (each with a backoff layer)       ▼
-//!             both initial lists done? at most every --coalesce: desired_set() → publish
+//!  watcher(Services) ──reduce──► index.services ─┐
+//!  watcher(Slices)   ──reduce──► index.slices   ─┤ any event marks dirty
+//!        (each with a backoff layer)             ▼
+//!        both initial lists done? at most every --coalesce: desired_set() → encoded → publish
 //! ```
 //!
-//! A reflector store swaps in a (re)list only when it is complete, so a store always holds a
-//! whole state, and nothing is published before both initial lists completed: a half-listed
-//! state would delete objects. When the API server is unreachable the watchers back off and the
-//! stores keep their last state, so nothing is published and nothing deleted. A watch that
+//! Each object is reduced to the few fields discovery uses as soon as it is received, and the
+//! desired set is encoded object by object as it is built, so neither the full Kubernetes
+//! objects nor a decoded desired set stay in memory. The index swaps in a (re)list only when
+//! it is complete, so it always holds a whole state, and nothing is published before both
+//! initial lists completed: a half-listed state would delete objects. When the API server is
+//! unreachable the watchers back off and the index keeps its last state, so nothing is
+//! published and nothing deleted. A watch that
 //! breaks resumes from its last resourceVersion; one that expired (410) relists, and when the
 //! relist yields the same set, the sync driver writes nothing.
-use std::{path::PathBuf, pin::pin, sync::Arc, time::Duration};
+use std::{path::PathBuf, pin::pin, time::Duration};
 
 use anyhow::Context as _;
-use discovery_runtime::{backoff::Backoff as RuntimeBackoff, metrics::Metrics, Context};
+use discovery_runtime::{
+    backoff::Backoff as RuntimeBackoff, metrics::Metrics, sync::DesiredSet, Context,
+};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{
-        reflector::{self, Store},
-        utils::Backoff as KubeBackoff,
-        watcher, WatchStreamExt,
-    },
+    runtime::{utils::Backoff as KubeBackoff, watcher, WatchStreamExt},
     Api, Client, Config,
 };
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::desired::{desired_set, Filter};
+use crate::{
+    desired::{desired_set, Filter},
+    index::{reduce, Index, Key, ServiceInfo, SliceInfo},
+};
 
 /// How to reach the API server and how to watch it.
 #[derive(Clone, Debug)]
@@ -107,19 +111,17 @@ impl KubeBackoff for WatchBackoff {
     }
 }
 
-/// What a watcher reports to the loop: something changed, or its (re)list completed.
+/// A watcher's event, its object already reduced.
 enum Change {
-    Event,
-    /// Watcher `0` (Services) or `1` (EndpointSlices) completed a (re)list.
-    Listed(usize),
+    Service(watcher::Event<(Key, ServiceInfo)>),
+    Slice(watcher::Event<(Key, SliceInfo)>),
 }
 
-fn watch<K>(
+fn watch<K, T>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
     backoff: WatchBackoff,
-    which: usize,
+    change: fn(watcher::Event<(Key, T)>) -> Change,
 ) -> impl Stream<Item = Result<Change, watcher::Error>> + Send
 where
     K: kube::Resource<DynamicType = ()>
@@ -127,18 +129,14 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
-        + Sync
         + 'static,
+    T: for<'a> From<&'a K> + Send + 'static,
 {
     let resource = backoff.target;
     watcher(api, config)
         .backoff(backoff)
-        .reflect(writer)
         .inspect_err(move |e| debug!(resource, error = %e, "watch error"))
-        .map_ok(move |ev| match ev {
-            watcher::Event::InitDone => Change::Listed(which),
-            _ => Change::Event,
-        })
+        .map_ok(move |ev| change(reduce(ev)))
 }
 
 /// Watches until `ctx.shutdown`, publishing the desired set after every burst of changes.
@@ -172,15 +170,13 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
         metrics: ctx.metrics.clone(),
         target,
     };
-    let (svc_store, svc_writer) = reflector::store::<Service>();
-    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_events = watch(services, svc_config, svc_writer, backoff("services"), 0);
+    let mut index = Index::default();
+    let svc_events = watch(services, svc_config, backoff("services"), Change::Service);
     let slice_events = watch(
         slices,
         slice_config,
-        slice_writer,
         backoff("endpointslices"),
-        1,
+        Change::Slice,
     );
     let mut events = pin!(futures::stream::select(svc_events, slice_events));
 
@@ -199,15 +195,19 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(()),
             ev = events.next() => match ev {
-                Some(Ok(Change::Event)) => dirty = true,
-                Some(Ok(Change::Listed(which))) => {
+                Some(Ok(change)) => {
                     dirty = true;
-                    if !listed[which] {
+                    // Which watcher (0: Services, 1: EndpointSlices) completed a (re)list.
+                    let done = match change {
+                        Change::Service(ev) => index.services.apply(ev).then_some(0),
+                        Change::Slice(ev) => index.slices.apply(ev).then_some(1),
+                    };
+                    if let Some(which) = done.filter(|w| !listed[*w]) {
                         listed[which] = true;
                         if listed == [true, true] {
                             info!(
-                                services = svc_store.len(),
-                                endpoint_slices = slice_store.len(),
+                                services = index.services.len(),
+                                endpoint_slices = index.slices.len(),
                                 elapsed_ms = started.elapsed().as_millis() as u64,
                                 "initial lists complete"
                             );
@@ -221,34 +221,26 @@ pub async fn run(ctx: Context, opts: WatchOptions, filter: Filter) -> anyhow::Re
             _ = sleep_until(publish_at) => {
                 dirty = false;
                 last_publish = Some(Instant::now());
-                publish(&ctx, &svc_store, &slice_store, &filter);
+                publish(&ctx, &index, &filter);
             }
         }
     }
 }
 
-fn publish(
-    ctx: &Context,
-    services: &Store<Service>,
-    slices: &Store<EndpointSlice>,
-    filter: &Filter,
-) {
+fn publish(ctx: &Context, index: &Index, filter: &Filter) {
     let t = std::time::Instant::now();
-    let services: Vec<Arc<Service>> = services.state();
-    let slices: Vec<Arc<EndpointSlice>> = slices.state();
-    let set = desired_set(
-        services.iter().map(|s| s.as_ref()),
-        slices.iter().map(|s| s.as_ref()),
-        filter,
-    );
+    let mut set = DesiredSet::builder();
+    desired_set(index, filter, &mut |r| set.push(r));
+    let set = set.finish();
     debug!(
-        services = services.len(),
-        endpoint_slices = slices.len(),
+        services = index.services.len(),
+        endpoint_slices = index.slices.len(),
         objects = set.len(),
+        encoded_bytes = set.encoded_len(),
         build_ms = t.elapsed().as_millis() as u64,
         "publishing the desired set"
     );
-    ctx.publisher.publish(set);
+    ctx.publisher.publish_set(set);
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -20,6 +20,7 @@ pub mod reflect;
 pub mod runtime;
 pub mod selector;
 mod server;
+mod set;
 pub mod sync;
 
 pub use args::CommonArgs;

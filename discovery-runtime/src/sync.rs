@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+pub use crate::set::{DesiredSet, DesiredSetBuilder};
 use crate::{
     backoff::Backoff,
     client::Client,
@@ -35,18 +36,28 @@ use crate::{
 /// A source's handle for handing over its desired sets.
 #[derive(Clone)]
 pub struct Publisher {
-    tx: Arc<watch::Sender<Option<Arc<Vec<Resource>>>>>,
+    tx: Arc<watch::Sender<Option<Arc<DesiredSet>>>>,
 }
 
+/// Where the sync driver receives the newest desired set.
+pub type SetReceiver = watch::Receiver<Option<Arc<DesiredSet>>>;
+
 impl Publisher {
-    pub fn new() -> (Publisher, watch::Receiver<Option<Arc<Vec<Resource>>>>) {
+    pub fn new() -> (Publisher, SetReceiver) {
         let (tx, rx) = watch::channel(None);
         (Publisher { tx: Arc::new(tx) }, rx)
     }
 
     /// The source's complete desired set, read successfully. Replaces any set not yet synced.
     pub fn publish(&self, resources: Vec<Resource>) {
-        self.tx.send_replace(Some(Arc::new(resources)));
+        self.publish_set(resources.into_iter().collect());
+    }
+
+    /// Like [`Publisher::publish`], for a set built one object at a time with
+    /// [`DesiredSet::builder`], so the source never holds it all decoded.
+    pub fn publish_set(&self, set: DesiredSet) {
+        // The set it replaces is dropped here, before the driver wakes up.
+        drop(self.tx.send_replace(Some(Arc::new(set))));
     }
 }
 
@@ -133,7 +144,7 @@ impl SyncDriver {
     /// uses it for readiness).
     pub async fn run(
         mut self,
-        mut rx: watch::Receiver<Option<Arc<Vec<Resource>>>>,
+        mut rx: SetReceiver,
         shutdown: CancellationToken,
         on_synced: impl Fn() + Send,
     ) {
@@ -150,7 +161,7 @@ impl SyncDriver {
                 let Some(set) = rx.borrow_and_update().clone() else {
                     break;
                 };
-                let hash = digest(&set);
+                let hash = set.digest();
                 let resync_due = last.is_some_and(|(_, at)| at.elapsed() >= self.resync);
                 if last.is_some_and(|(h, _)| h == hash) && !resync_due {
                     debug!(
@@ -191,10 +202,10 @@ impl SyncDriver {
         }
     }
 
-    async fn sync(&mut self, set: &[Resource]) -> Result<(), tonic::Status> {
+    async fn sync(&mut self, set: &DesiredSet) -> Result<(), tonic::Status> {
         let mut by_kind: BTreeMap<i32, i64> = self.kinds.iter().map(|k| (*k as i32, 0)).collect();
-        for r in set {
-            *by_kind.entry(kind_of(r)).or_default() += 1;
+        for (kind, n) in set.count_by_kind() {
+            *by_kind.entry(*kind).or_default() += n;
         }
         for (kind, n) in &by_kind {
             self.metrics
@@ -210,7 +221,8 @@ impl SyncDriver {
             .sync(SyncRequest {
                 owner: self.owner.clone(),
                 kinds: self.kinds.iter().map(|k| *k as i32).collect(),
-                resources: set.to_vec(),
+                // Decoded only for the length of the call.
+                resources: set.resources(),
                 dry_run: false,
             })
             .await;
