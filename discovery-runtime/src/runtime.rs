@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     args::CommonArgs,
-    client::Client,
+    client::{Client, SyncClient},
     metrics::Metrics,
     sync::{Publisher, SyncDriver},
 };
@@ -41,6 +41,7 @@ pub struct Runtime {
     args: CommonArgs,
     kinds: Vec<Kind>,
     client: Client,
+    sync_client: SyncClient,
     registry: Registry,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -60,9 +61,9 @@ impl Runtime {
     /// `name` is the service's name (the default owner); `kinds` are the kinds its Syncs cover.
     pub fn new(name: &'static str, args: CommonArgs, kinds: &[Kind]) -> anyhow::Result<Runtime> {
         init_tracing(&args.log);
-        let client = args
+        let (client, sync_client) = args
             .connect_options()?
-            .connect_lazy()
+            .connect_lazy_with_sync()
             .context("setting up the storage client")?;
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -71,6 +72,7 @@ impl Runtime {
             args,
             kinds: kinds.to_vec(),
             client,
+            sync_client,
             registry,
             metrics,
             shutdown: CancellationToken::new(),
@@ -107,7 +109,7 @@ impl Runtime {
 
         let (publisher, rx) = Publisher::new();
         let driver = SyncDriver {
-            client: self.client.clone(),
+            client: self.sync_client,
             owner: owner.clone(),
             kinds: self.kinds.clone(),
             metrics: self.metrics.clone(),

@@ -1,21 +1,28 @@
-//! A desired set as the sync driver keeps it between Syncs: the objects encoded (protobuf, as
-//! they go on the wire), with the set's digest and its count per kind worked out once.
+//! A desired set as the sync driver keeps it between Syncs: the objects encoded (protobuf,
+//! exactly as they go on the wire in a `SyncRequest`), with the set's digest and its count per
+//! kind worked out once.
 //!
 //! ```text
 //!  source ──push(Resource)──► DesiredSetBuilder ──finish()──► DesiredSet ──► sync driver
-//!            (one at a time;     hashes it canonically,        encoded bytes,   decodes it only
-//!             nothing decoded     appends its encoding          digest, counts   to build a Sync
-//!             is kept)
+//!            (one at a time;     hashes it canonically,        encoded bytes,   SyncMessage: the
+//!             nothing decoded     appends its encoding          digest, counts   bytes copied into
+//!             is kept)                                                           the request body
 //! ```
 //!
-//! A decoded `Resource` is large (its `spec` is a oneof as big as the largest kind, inline),
-//! while a discovered Upstream or Endpoints object encodes to about a hundred bytes: for 20,000
-//! objects that is tens of MiB against a few. The driver holds the newest set for as long as
-//! it may have to send it again (retries, the periodic resync), so it holds this form.
-use std::collections::BTreeMap;
+//! A decoded `Resource` is large (its `spec` is a oneof as big as the largest kind, inline,
+//! plus an allocation per string and map), while a discovered Upstream or Endpoints object
+//! encodes to about a hundred bytes: for 20,000 objects that is tens of MiB against a few. The
+//! driver holds the newest set for as long as it may have to send it again (retries, the
+//! periodic resync), so it holds this form, and a Sync never decodes it: [`SyncMessage`]
+//! writes the same bytes a `SyncRequest` with these resources would.
+use std::{collections::BTreeMap, sync::Arc};
 
-use prost::Message;
-use proto::v1::Resource;
+use prost::{
+    bytes::{Buf, BufMut},
+    encoding::{self, DecodeContext, WireType},
+    DecodeError, Message,
+};
+use proto::v1::{Resource, SyncRequest};
 use sha2::{Digest, Sha256};
 
 use crate::sync::kind_of;
@@ -25,7 +32,7 @@ use crate::sync::kind_of;
 /// [`Publisher::publish_set`](crate::sync::Publisher::publish_set).
 #[derive(Clone, Debug)]
 pub struct DesiredSet {
-    /// The objects, each length-delimited.
+    /// The objects as the `resources` field (3) of a `SyncRequest`: key, length, message.
     encoded: Vec<u8>,
     len: usize,
     digest: [u8; 32],
@@ -64,15 +71,9 @@ impl DesiredSet {
 
     /// The objects, decoded (in the order they were pushed).
     pub fn resources(&self) -> Vec<Resource> {
-        let mut out = Vec::with_capacity(self.len);
-        let mut buf = self.encoded.as_slice();
-        while !buf.is_empty() {
-            out.push(
-                Resource::decode_length_delimited(&mut buf)
-                    .expect("a DesiredSet holds only what it encoded itself"),
-            );
-        }
-        out
+        SyncRequest::decode(self.encoded.as_slice())
+            .expect("a DesiredSet holds only what it encoded itself")
+            .resources
     }
 }
 
@@ -97,8 +98,7 @@ impl DesiredSetBuilder {
     pub fn push(&mut self, mut r: Resource) {
         self.hashes.push(canonical_hash(&mut r, &mut self.scratch));
         *self.by_kind.entry(kind_of(&r)).or_default() += 1;
-        r.encode_length_delimited(&mut self.encoded)
-            .expect("encoding into a Vec cannot fail");
+        encoding::message::encode(RESOURCES_FIELD, &r, &mut self.encoded);
     }
 
     pub fn len(&self) -> usize {
@@ -133,6 +133,66 @@ impl Extend<Resource> for DesiredSetBuilder {
         for r in iter {
             self.push(r);
         }
+    }
+}
+
+/// `SyncRequest.resources`.
+const RESOURCES_FIELD: u32 = 3;
+
+/// A `SyncRequest` whose resources are a [`DesiredSet`]: it encodes to the same bytes as
+/// `SyncRequest { owner, kinds, resources: set.resources(), dry_run }` without decoding the set.
+/// Only ever encoded (it is what the sync driver sends).
+#[derive(Clone, Debug, Default)]
+pub struct SyncMessage {
+    pub owner: String,
+    /// `Kind as i32`.
+    pub kinds: Vec<i32>,
+    pub set: Option<Arc<DesiredSet>>,
+    pub dry_run: bool,
+}
+
+impl Message for SyncMessage {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if !self.owner.is_empty() {
+            encoding::string::encode(1, &self.owner, buf);
+        }
+        encoding::int32::encode_packed(2, &self.kinds, buf);
+        if let Some(set) = &self.set {
+            buf.put_slice(&set.encoded);
+        }
+        if self.dry_run {
+            encoding::bool::encode(4, &self.dry_run, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        // Never received; skipping keeps decoding well-defined.
+        encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        let owner = if self.owner.is_empty() {
+            0
+        } else {
+            encoding::string::encoded_len(1, &self.owner)
+        };
+        let set = self.set.as_ref().map_or(0, |s| s.encoded.len());
+        let dry_run = if self.dry_run {
+            encoding::bool::encoded_len(4, &self.dry_run)
+        } else {
+            0
+        };
+        owner + encoding::int32::encoded_len_packed(2, &self.kinds) + set + dry_run
+    }
+
+    fn clear(&mut self) {
+        *self = SyncMessage::default();
     }
 }
 
@@ -221,6 +281,33 @@ mod tests {
         assert_eq!(s.count_by_kind()[&(Kind::Upstream as i32)], 1);
         assert_eq!(s.count_by_kind()[&(Kind::Endpoints as i32)], 1);
         assert!(set(vec![]).resources().is_empty());
+    }
+
+    #[test]
+    fn a_sync_message_is_the_sync_request_on_the_wire() {
+        let items = vec![upstream("a", &[("app", "a")]), endpoints("a")];
+        for (owner, dry_run, items) in [
+            ("discovery-k8s", false, items.clone()),
+            ("x", true, vec![]),
+            ("", false, items),
+        ] {
+            let want = SyncRequest {
+                owner: owner.into(),
+                kinds: vec![Kind::Upstream as i32, Kind::Endpoints as i32],
+                resources: items.clone(),
+                dry_run,
+            };
+            let msg = SyncMessage {
+                owner: owner.into(),
+                kinds: want.kinds.clone(),
+                set: Some(Arc::new(set(items))),
+                dry_run,
+            };
+            let bytes = msg.encode_to_vec();
+            assert_eq!(bytes.len(), msg.encoded_len());
+            assert_eq!(SyncRequest::decode(bytes.as_slice()).unwrap(), want);
+            assert_eq!(bytes, want.encode_to_vec(), "the same bytes");
+        }
     }
 
     #[test]

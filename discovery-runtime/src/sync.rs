@@ -20,16 +20,16 @@ use std::{
 };
 
 use prost::Message;
-use proto::v1::{Kind, Resource, SyncRequest, SyncResponse};
+use proto::v1::{Kind, Resource, SyncResponse};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use crate::set::{DesiredSet, DesiredSetBuilder};
+pub use crate::set::{DesiredSet, DesiredSetBuilder, SyncMessage};
 use crate::{
     backoff::Backoff,
-    client::Client,
+    client::SyncClient,
     metrics::{KindLabel, Metrics, OpLabel, ResultLabel},
 };
 
@@ -130,7 +130,7 @@ fn kind_label(kind: i32) -> String {
 
 /// Sends desired sets to gloo-core as one owner's Sync.
 pub struct SyncDriver {
-    pub client: Client,
+    pub client: SyncClient,
     pub owner: String,
     pub kinds: Vec<Kind>,
     pub metrics: Metrics,
@@ -202,7 +202,7 @@ impl SyncDriver {
         }
     }
 
-    async fn sync(&mut self, set: &DesiredSet) -> Result<(), tonic::Status> {
+    async fn sync(&mut self, set: &Arc<DesiredSet>) -> Result<(), tonic::Status> {
         let mut by_kind: BTreeMap<i32, i64> = self.kinds.iter().map(|k| (*k as i32, 0)).collect();
         for (kind, n) in set.count_by_kind() {
             *by_kind.entry(*kind).or_default() += n;
@@ -218,13 +218,7 @@ impl SyncDriver {
         let started = Instant::now();
         let res = self
             .client
-            .sync(SyncRequest {
-                owner: self.owner.clone(),
-                kinds: self.kinds.iter().map(|k| *k as i32).collect(),
-                // Decoded only for the length of the call.
-                resources: set.resources(),
-                dry_run: false,
-            })
+            .sync(&self.owner, &self.kinds, set.clone(), false)
             .await;
         self.metrics
             .sync_duration

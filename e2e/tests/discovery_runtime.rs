@@ -45,7 +45,7 @@ fn metric(registry: &Registry, name: &str, label: &str) -> f64 {
 #[tokio::test]
 async fn desired_sets_sync_skip_when_unchanged_and_survive_a_core_outage() {
     let mut core = Core::start();
-    let client = core.options(DISCOVERY_TOKEN).connect_lazy().unwrap();
+    let client = core.options(DISCOVERY_TOKEN).sync_client_lazy().unwrap();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let (publisher, rx) = Publisher::new();
