@@ -245,7 +245,11 @@ pub async fn run(ctx: Context, s: Settings, m: LambdaMetrics) -> anyhow::Result<
                     parts.set(t.key(), fns);
                 }
                 Err(e) => {
-                    let delay = sc.backoff.next_delay();
+                    // A throttled listing waits at least what the API asked for.
+                    let delay = sc
+                        .backoff
+                        .next_delay()
+                        .max(e.retry_after().unwrap_or_default().min(s.max_interval));
                     ctx.metrics.error(e.kind());
                     ctx.metrics.backing_off("lambda", delay);
                     m.listings
