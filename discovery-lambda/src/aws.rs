@@ -313,10 +313,7 @@ mod tests {
     }
 
     fn meta(code: &str, message: &str) -> ErrorMetadata {
-        ErrorMetadata::builder()
-            .code(code)
-            .message(message)
-            .build()
+        ErrorMetadata::builder().code(code).message(message).build()
     }
 
     #[test]

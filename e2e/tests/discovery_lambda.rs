@@ -295,7 +295,10 @@ async fn throttling_backs_off_at_least_retry_after_deletes_nothing_and_catches_u
         ["aws-a", "aws-b"],
         "throttling deleted or changed Functions"
     );
-    assert_eq!(d.metric("discovery_writes_total", &[("op", "deleted")]), 0.0);
+    assert_eq!(
+        d.metric("discovery_writes_total", &[("op", "deleted")]),
+        0.0
+    );
 
     api.throttle(0, 0);
     wait_names(&core, &d, &["aws-a", "aws-c"], Duration::from_secs(40)).await;
@@ -330,7 +333,10 @@ async fn a_brief_throttle_is_absorbed_by_the_sdk_retries_without_backing_off() {
         d.metric("lambda_listings_total", &[("result", "throttled")]),
         0.0
     );
-    assert_eq!(d.metric("discovery_retries_total", &[("target", "lambda")]), 0.0);
+    assert_eq!(
+        d.metric("discovery_retries_total", &[("target", "lambda")]),
+        0.0
+    );
 }
 
 /// Two motos would be odd in production, but moto 5.2.5 cannot verify the signature of a GET
