@@ -15,6 +15,10 @@ use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::targets::{CredentialSource, Target};
 
+/// The SDK this module speaks, for callers that make their own calls with [`client`]'s
+/// client (the benchmark's bare listing).
+pub use aws_sdk_lambda as sdk;
+
 /// Which functions to publish.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
@@ -34,9 +38,13 @@ pub struct Callable {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
-    /// TooManyRequestsException / ThrottlingException, after the SDK's own retries.
-    #[error("throttled by the Lambda API: {0}")]
-    Throttled(String),
+    /// TooManyRequestsException / ThrottlingException, after the SDK's own retries; with the
+    /// wait the API asked for (its `Retry-After` header, in seconds), if any.
+    #[error("throttled by the Lambda API: {message}")]
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     Failed(String),
 }
@@ -44,11 +52,25 @@ pub enum ListError {
 impl ListError {
     pub fn kind(&self) -> &'static str {
         match self {
-            ListError::Throttled(_) => "throttled",
+            ListError::Throttled { .. } => "throttled",
             ListError::Failed(_) => "source",
         }
     }
+
+    /// The wait the Lambda API asked for before the next call.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ListError::Throttled { retry_after, .. } => *retry_after,
+            ListError::Failed(_) => None,
+        }
+    }
 }
+
+/// The standard retry mode's attempts per call. A throttled or failed page is retried by the
+/// SDK (jittered exponential backoff from 1 s) so that one brief throttle does not throw away
+/// a listing of many pages; when these attempts are spent the listing fails, the service
+/// counts it (`throttled` / `source`) and waits its own, longer backoff.
+pub const SDK_MAX_ATTEMPTS: u32 = 3;
 
 fn classify<E>(op: &str, e: SdkError<E, aws_sdk_lambda::config::http::HttpResponse>) -> ListError
 where
@@ -66,7 +88,16 @@ where
         other => format!("{op}: {}", DisplayErrorContext(other)),
     };
     if code == "TooManyRequestsException" || code == "ThrottlingException" {
-        ListError::Throttled(msg)
+        // Lambda binds TooManyRequestsException's retryAfterSeconds to this header.
+        let retry_after = e
+            .raw_response()
+            .and_then(|r| r.headers().get("Retry-After"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        ListError::Throttled {
+            message: msg,
+            retry_after,
+        }
     } else {
         ListError::Failed(msg)
     }
@@ -96,7 +127,7 @@ pub async fn client(
         .http_client(http.clone())
         .region(Region::new(target.region.clone()))
         .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_max_attempts(3));
+        .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS));
     if let CredentialSource::Static(k) = &target.credentials {
         // Static keys: the default chain is never consulted (no IMDS probing).
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
@@ -258,4 +289,76 @@ async fn aliases_of(client: Client, name: String) -> Result<Vec<Callable>, ListE
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_lambda::{
+        config::http::HttpResponse,
+        error::ErrorMetadata,
+        operation::list_functions::ListFunctionsError,
+        primitives::SdkBody,
+        types::error::{ServiceException, TooManyRequestsException},
+    };
+
+    use super::*;
+
+    /// A ListFunctions error as the SDK parses it from Lambda's answer.
+    fn answer(status: u16, error: ListFunctionsError, retry_after: Option<&str>) -> ListError {
+        let mut raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::from(""));
+        if let Some(s) = retry_after {
+            raw.headers_mut().insert("Retry-After", s.to_string());
+        }
+        classify("ListFunctions", SdkError::service_error(error, raw))
+    }
+
+    fn meta(code: &str, message: &str) -> ErrorMetadata {
+        ErrorMetadata::builder().code(code).message(message).build()
+    }
+
+    #[test]
+    fn a_throttle_is_classified_with_the_retry_after_lambda_sent() {
+        let e = answer(
+            429,
+            ListFunctionsError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .message("Rate exceeded")
+                    .meta(meta("TooManyRequestsException", "Rate exceeded"))
+                    .build(),
+            ),
+            Some("7"),
+        );
+        assert_eq!(e.kind(), "throttled");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            e.to_string(),
+            "throttled by the Lambda API: ListFunctions: HTTP 429: TooManyRequestsException Rate exceeded"
+        );
+        // Without the header (or with one that is not a number of seconds): no explicit wait.
+        let e = answer(
+            429,
+            ListFunctionsError::TooManyRequestsException(
+                TooManyRequestsException::builder()
+                    .meta(meta("TooManyRequestsException", "Rate exceeded"))
+                    .build(),
+            ),
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!((e.kind(), e.retry_after()), ("throttled", None));
+    }
+
+    #[test]
+    fn other_service_errors_are_source_errors() {
+        let e = answer(
+            500,
+            ListFunctionsError::ServiceException(
+                ServiceException::builder()
+                    .meta(meta("ServiceException", "internal"))
+                    .build(),
+            ),
+            Some("7"),
+        );
+        assert_eq!((e.kind(), e.retry_after()), ("source", None));
+        assert!(e.to_string().contains("HTTP 500: ServiceException"), "{e}");
+    }
 }

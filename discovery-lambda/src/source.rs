@@ -31,6 +31,9 @@ use crate::{
     targets::{self, RegionTarget, Target},
 };
 
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 pub struct Settings {
     pub regions: Vec<RegionTarget>,
     pub filters: Filters,
@@ -245,7 +248,12 @@ pub async fn run(ctx: Context, s: Settings, m: LambdaMetrics) -> anyhow::Result<
                     parts.set(t.key(), fns);
                 }
                 Err(e) => {
-                    let delay = sc.backoff.next_delay();
+                    // A throttled listing waits at least what the API asked for (whatever
+                    // the polling flags say; an absurd Retry-After is capped).
+                    let delay = sc
+                        .backoff
+                        .next_delay()
+                        .max(e.retry_after().unwrap_or_default().min(MAX_RETRY_AFTER));
                     ctx.metrics.error(e.kind());
                     ctx.metrics.backing_off("lambda", delay);
                     m.listings

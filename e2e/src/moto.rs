@@ -1,6 +1,8 @@
 //! A real moto server (PyPI `moto[server]`) as the AWS Lambda API, with invocations answered
 //! without Docker; functions, versions, aliases and tags are made through boto3
-//! (`e2e/tools/moto_lambda.py`), the real AWS client.
+//! (`e2e/tools/moto_lambda.py`), the real AWS client. [`LambdaApiProxy`] puts
+//! `e2e/py/lambda_api_proxy.py` in front of it for what moto 5.2.5 cannot do: page
+//! ListFunctions (50 per page, as AWS) and answer TooManyRequestsException.
 use std::{
     io::Write,
     net::SocketAddr,
@@ -165,5 +167,86 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `e2e/py/lambda_api_proxy.py` in front of a [`Moto`]: forwards every Lambda call unchanged,
+/// except that ListFunctions is paged as the published API pages it (`MaxItems`, `Marker`,
+/// `NextMarker`, at most `page_size` per page; moto answers everything in one page), and that
+/// it answers AWS's throttling error (HTTP 429 `TooManyRequestsException`, `Retry-After`) when
+/// told to with [`LambdaApiProxy::throttle`].
+pub struct LambdaApiProxy {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl LambdaApiProxy {
+    /// AWS's page size: ListFunctions returns at most 50 functions per call.
+    pub const AWS_PAGE_SIZE: usize = 50;
+
+    pub fn start(moto: &Moto, page_size: usize) -> LambdaApiProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(dir.path().join("proxy.log")).expect("log");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("py/lambda_api_proxy.py");
+        let child = Command::new(venv_bin("python"))
+            .arg(script)
+            .args(["--port", &addr.port().to_string()])
+            .args(["--upstream", &moto.url()])
+            .args(["--page-size", &page_size.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting lambda_api_proxy.py");
+        let mut p = LambdaApiProxy {
+            addr,
+            dir,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while crate::http_get(p.addr, "/_proxy/stats").is_none_or(|(c, _)| c != 200) {
+            let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "lambda_api_proxy.py did not start:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// The next `count` Lambda API calls are throttled (-1: every call until `throttle(0, _)`),
+    /// each answered with `Retry-After: retry_after_s`.
+    pub fn throttle(&self, count: i64, retry_after_s: u64) {
+        let body = serde_json::json!({"count": count, "retry_after": retry_after_s}).to_string();
+        let code = crate::http_post(self.addr, "/_proxy/throttle", &body);
+        assert_eq!(code, Some(200), "setting the throttle");
+    }
+
+    /// One of `lambda_requests`, `throttled`, `list_functions_pages`,
+    /// `list_functions_snapshots` (the number of ListFunctions listings begun).
+    pub fn stat(&self, name: &str) -> u64 {
+        let (_, body) = crate::http_get(self.addr, "/_proxy/stats").expect("proxy stats");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("stats JSON");
+        v[name].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for LambdaApiProxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -1,7 +1,12 @@
 //! discovery-lambda against a real moto (the AWS Lambda API), and Lambda routing through a
 //! real Envoy: functions, versions and aliases become Functions; deletions and filters; an
-//! outage deletes nothing and is retried with backoff; 1,500 functions; and a discovered
+//! outage deletes nothing and is retried with backoff; throttling (TooManyRequestsException)
+//! backs off, deletes nothing and catches up; 1,500 functions over 30 pages; and a discovered
 //! function invoked through Envoy, SigV4-signed, answering with what moto's function returns.
+//!
+//! moto 5.2.5 neither pages ListFunctions nor throttles, so the paging and throttling tests put
+//! `e2e/py/lambda_api_proxy.py` ([`LambdaApiProxy`]) between discovery and moto: it pages moto's
+//! real answer as the published API does (50 per page) and answers AWS's 429 on demand.
 use std::time::Duration;
 
 use e2e::{
@@ -9,7 +14,7 @@ use e2e::{
     envoy::Proxy,
     fixtures::resource,
     http::{self, eventually},
-    moto::Moto,
+    moto::{LambdaApiProxy, Moto},
     Core, ADMIN_TOKEN, LAMBDA_TOKEN,
 };
 use proto::v1::{function_spec, resource::Spec, ApplyRequest, Kind, LambdaFunction, Resource};
@@ -27,8 +32,9 @@ async fn apply(client: &mut e2e::Client, r: Resource) {
         .unwrap_or_else(|e| panic!("apply: {e}"));
 }
 
-/// Secret `creds` with `keys` and an aws Upstream `aws` on moto using it.
-async fn aws_upstream(client: &mut e2e::Client, moto: &Moto, keys: (&str, &str)) {
+/// Secret `creds` with `keys` and an aws Upstream `aws` using it, on the Lambda API at
+/// `endpoint` (a moto, or a proxy in front of one).
+async fn aws_upstream(client: &mut e2e::Client, endpoint: &str, keys: (&str, &str)) {
     apply(
         client,
         resource(
@@ -43,7 +49,7 @@ async fn aws_upstream(client: &mut e2e::Client, moto: &Moto, keys: (&str, &str))
         resource(
             Kind::Upstream,
             "aws",
-            json!({"aws": {"region": "us-east-1", "secretRef": {"name": "creds"}, "endpoint": moto.url()}}),
+            json!({"aws": {"region": "us-east-1", "secretRef": {"name": "creds"}, "endpoint": endpoint}}),
         ),
     )
     .await;
@@ -109,7 +115,7 @@ async fn functions_versions_and_aliases_appear_and_a_deleted_function_disappears
     ]));
     let core = Core::start();
     let mut admin = core.client(ADMIN_TOKEN).await;
-    aws_upstream(&mut admin, &moto, ("testing", "testing")).await;
+    aws_upstream(&mut admin, &moto.url(), ("testing", "testing")).await;
     let d = start(&core, &[]);
     wait_names(
         &core,
@@ -156,7 +162,7 @@ async fn tag_and_name_filters_hold() {
     ]));
     let core = Core::start();
     let mut admin = core.client(ADMIN_TOKEN).await;
-    aws_upstream(&mut admin, &moto, ("testing", "testing")).await;
+    aws_upstream(&mut admin, &moto.url(), ("testing", "testing")).await;
     let d = start(&core, &["--name-prefix", "web-", "--tag", "team=web"]);
     wait_names(&core, &d, &["aws-web-a"], Duration::from_secs(20)).await;
     // A tag added later is seen by the next poll.
@@ -179,7 +185,7 @@ async fn a_moto_outage_deletes_nothing_backs_off_and_catches_up() {
     ]));
     let core = Core::start();
     let mut admin = core.client(ADMIN_TOKEN).await;
-    aws_upstream(&mut admin, &moto, ("testing", "testing")).await;
+    aws_upstream(&mut admin, &moto.url(), ("testing", "testing")).await;
     let d = start(&core, &["--no-aliases"]);
     wait_names(&core, &d, &["aws-a", "aws-b"], Duration::from_secs(20)).await;
 
@@ -213,13 +219,16 @@ async fn a_moto_outage_deletes_nothing_backs_off_and_catches_up() {
     assert!(recovered.is_some(), "{}", d.metrics_text());
 }
 
+/// Through the proxy, which pages moto's listing 50 per page as AWS does: 1,500 functions are
+/// 30 ListFunctions pages, each followed by its NextMarker.
 #[tokio::test(flavor = "multi_thread")]
-async fn fifteen_hundred_functions_are_all_discovered() {
+async fn fifteen_hundred_functions_over_thirty_pages_are_all_discovered() {
     let moto = Moto::start();
     moto.lambda(json!([{"op": "create", "name": "fn", "count": 1500}]));
+    let api = LambdaApiProxy::start(&moto, LambdaApiProxy::AWS_PAGE_SIZE);
     let core = Core::start();
     let mut admin = core.client(ADMIN_TOKEN).await;
-    aws_upstream(&mut admin, &moto, ("testing", "testing")).await;
+    aws_upstream(&mut admin, &api.url(), ("testing", "testing")).await;
     let d = start(&core, &["--concurrency", "8"]);
     let found = eventually(Duration::from_secs(120), || {
         let n = d.metric("lambda_callables", &[("target", "default/aws")]);
@@ -231,6 +240,103 @@ async fn fifteen_hundred_functions_are_all_discovered() {
     want.sort();
     assert_eq!(have.len(), 1500);
     assert_eq!(have, want);
+    // Every listing that completed read 30 pages (one more listing may be under way).
+    let (listings, pages) = (
+        api.stat("list_functions_snapshots"),
+        api.stat("list_functions_pages"),
+    );
+    assert!(
+        listings >= 1 && pages >= 30 * (listings - 1) && pages >= 30,
+        "{listings} listings read {pages} pages"
+    );
+}
+
+/// Sustained throttling: every Lambda call answers 429 TooManyRequestsException with
+/// `Retry-After: 2`. The SDK retries each call itself (3 attempts) but does not hide the
+/// throttle: each listing then fails as `throttled`, and the service waits at least the 2 s
+/// the API asked for, keeps every Function, and catches up once the throttle lifts.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_backs_off_at_least_retry_after_deletes_nothing_and_catches_up() {
+    let moto = Moto::start();
+    moto.lambda(json!([
+        {"op": "create", "name": "a"},
+        {"op": "create", "name": "b"},
+    ]));
+    let api = LambdaApiProxy::start(&moto, LambdaApiProxy::AWS_PAGE_SIZE);
+    let core = Core::start();
+    let mut admin = core.client(ADMIN_TOKEN).await;
+    aws_upstream(&mut admin, &api.url(), ("testing", "testing")).await;
+    let d = start(&core, &["--no-aliases"]);
+    wait_names(&core, &d, &["aws-a", "aws-b"], Duration::from_secs(20)).await;
+
+    api.throttle(-1, 2);
+    // The account changes while discovery cannot read it.
+    moto.lambda(json!([
+        {"op": "delete", "name": "b"},
+        {"op": "create", "name": "c"},
+    ]));
+    let throttled = eventually(Duration::from_secs(60), || {
+        let n = d.metric("lambda_listings_total", &[("result", "throttled")]);
+        (n >= 2.0).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("no throttled listings:\n{}", d.metrics_text()));
+    assert!(d.metric("discovery_errors_total", &[("kind", "throttled")]) >= 2.0);
+    assert!(d.metric("discovery_retries_total", &[("target", "lambda")]) >= 2.0);
+    let backoff = d.metric("discovery_backoff_seconds", &[("target", "lambda")]);
+    assert!(backoff >= 2.0, "backoff {backoff} s < Retry-After 2 s");
+    // The SDK made its 3 attempts of each failed listing's call before giving up.
+    let answered_429 = api.stat("throttled") as f64;
+    assert!(
+        answered_429 >= 3.0 * throttled,
+        "{answered_429} throttled calls for {throttled} throttled listings"
+    );
+    assert_eq!(
+        names(&core).await,
+        ["aws-a", "aws-b"],
+        "throttling deleted or changed Functions"
+    );
+    assert_eq!(
+        d.metric("discovery_writes_total", &[("op", "deleted")]),
+        0.0
+    );
+
+    api.throttle(0, 0);
+    wait_names(&core, &d, &["aws-a", "aws-c"], Duration::from_secs(40)).await;
+    let recovered = eventually(Duration::from_secs(10), || {
+        (d.metric("discovery_backoff_seconds", &[("target", "lambda")]) == 0.0).then_some(())
+    });
+    assert!(recovered.is_some(), "{}", d.metrics_text());
+}
+
+/// Two throttled answers in a row are absorbed by the SDK's own retries (its third attempt
+/// succeeds): the listing completes, and the service records no error and does not back off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_brief_throttle_is_absorbed_by_the_sdk_retries_without_backing_off() {
+    let moto = Moto::start();
+    moto.lambda(json!([{"op": "create", "name": "a"}]));
+    let api = LambdaApiProxy::start(&moto, LambdaApiProxy::AWS_PAGE_SIZE);
+    let core = Core::start();
+    let mut admin = core.client(ADMIN_TOKEN).await;
+    aws_upstream(&mut admin, &api.url(), ("testing", "testing")).await;
+    let d = start(&core, &["--no-aliases"]);
+    wait_names(&core, &d, &["aws-a"], Duration::from_secs(20)).await;
+
+    api.throttle(2, 1);
+    moto.lambda(json!([{"op": "create", "name": "b"}]));
+    wait_names(&core, &d, &["aws-a", "aws-b"], Duration::from_secs(30)).await;
+    assert_eq!(api.stat("throttled"), 2);
+    assert_eq!(
+        d.metric("discovery_errors_total", &[("kind", "throttled")]),
+        0.0
+    );
+    assert_eq!(
+        d.metric("lambda_listings_total", &[("result", "throttled")]),
+        0.0
+    );
+    assert_eq!(
+        d.metric("discovery_retries_total", &[("target", "lambda")]),
+        0.0
+    );
 }
 
 /// Two motos would be odd in production, but moto 5.2.5 cannot verify the signature of a GET
@@ -251,7 +357,7 @@ async fn a_discovered_function_is_invoked_through_envoy_signed_with_sigv4() {
     listed.lambda(setup.clone());
     invoked.lambda(setup);
     let mut proxy = Proxy::start(false).await;
-    aws_upstream(&mut proxy.client, &invoked, (&key_id, &secret)).await;
+    aws_upstream(&mut proxy.client, &invoked.url(), (&key_id, &secret)).await;
     // The standard credential chain of the --region target (moto accepts any key).
     std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
