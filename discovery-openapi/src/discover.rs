@@ -10,11 +10,17 @@
 //!
 //! Each upstream has its own clock: with a spec, one conditional GET per `--interval`; without
 //! one, the candidate paths are tried again only after a delay that doubles each time up to
-//! `--max-probe-interval`. A bad spec (or an unreachable service) never removes the Functions
-//! of the last good one; only an upstream that is deleted or no longer selected loses its
-//! Functions. The Functions this owner wrote before a restart seed the last good sets.
+//! `--max-probe-interval`, and after the probe that followed a wait of that long, not at all
+//! ("stopped") until the Upstream changes (generation, labels, annotations, its address) or
+//! the service restarts: an upstream that never serves a spec costs nothing in the long run.
+//! A bad spec (or an unreachable service) never removes the Functions of the last good one;
+//! only an upstream that is deleted or no longer selected loses its Functions. The Functions
+//! this owner wrote before a restart seed the last good sets. A bad spec's problem is also set
+//! on the Upstream as a warning annotation ([`crate::warnings`]), which gloo-core reports as a
+//! Warning on the Upstream's status.
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
+    hash::{Hash, Hasher},
     time::{Duration, Instant},
 };
 
@@ -31,6 +37,7 @@ use crate::{
     metrics::OpenapiMetrics,
     select::{candidate_urls, Selection},
     spec::{self, Api, SpecError},
+    warnings::{Warnings, WARNING_PREFIX},
 };
 
 #[derive(Clone, Debug)]
@@ -52,8 +59,31 @@ struct UpState {
     known: Option<Known>,
     /// The growing delay between probes while no spec is found.
     poll: PollInterval,
-    due: Instant,
+    /// When to probe next; `None` once stopped (no spec through every delay up to the cap).
+    due: Option<Instant>,
     problem: Option<String>,
+    /// What of the Upstream a change of restarts probing (see [`fingerprint`]).
+    fingerprint: u64,
+}
+
+/// The parts of an Upstream whose change makes a stopped upstream worth asking again: its
+/// generation (spec), labels and annotations, except discovery services' own warnings.
+fn fingerprint(up: &proto::v1::Resource) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Some(m) = &up.metadata {
+        m.generation.hash(&mut h);
+        let mut labels: Vec<_> = m.labels.iter().collect();
+        labels.sort_unstable();
+        labels.hash(&mut h);
+        let mut annotations: Vec<_> = m
+            .annotations
+            .iter()
+            .filter(|(k, _)| !k.starts_with(WARNING_PREFIX))
+            .collect();
+        annotations.sort_unstable();
+        annotations.hash(&mut h);
+    }
+    h.finish()
 }
 
 #[derive(Debug)]
@@ -184,6 +214,8 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| "discovery-openapi".into());
     let mut seeded = false;
+    let mut warnings = Warnings::new(&owner);
+    let mut client = ctx.client.clone();
     loop {
         let view = loop {
             if let Some(v) = view_rx.borrow_and_update().clone() {
@@ -215,31 +247,57 @@ pub async fn run(
                 continue;
             }
             if let Some(urls) = candidate_urls(up, &view, &cfg.paths) {
-                wanted.insert((m.namespace.clone(), m.name.clone()), urls);
+                wanted.insert(
+                    (m.namespace.clone(), m.name.clone()),
+                    (urls, fingerprint(up)),
+                );
             }
         }
         states.retain(|k, s| {
-            let keep = wanted.get(k) == Some(&s.urls);
+            let keep = wanted.get(k).is_some_and(|(urls, _)| *urls == s.urls);
             if !keep {
                 metrics.clear_problem(k);
+                metrics.set_stopped(k, false);
             }
             keep
         });
         parts.retain(|k| wanted.contains_key(k));
-        for (k, urls) in wanted {
-            states.entry(k).or_insert_with(|| UpState {
-                urls,
-                known: None,
-                poll: PollInterval::new(cfg.interval, cfg.max_probe_interval),
-                due: now,
-                problem: None,
-            });
+        for (k, (urls, fp)) in wanted {
+            match states.entry(k) {
+                Entry::Occupied(mut e) => {
+                    let s = e.get_mut();
+                    if s.fingerprint != fp {
+                        s.fingerprint = fp;
+                        // A changed Upstream may serve a spec now: ask at once, and start
+                        // the backoff over.
+                        if s.known.is_none() {
+                            if s.due.is_none() {
+                                info!(upstream = %format!("{}/{}", e.key().0, e.key().1), "the Upstream changed; probing it again");
+                                metrics.set_stopped(e.key(), false);
+                            }
+                            let s = e.get_mut();
+                            s.poll = PollInterval::new(cfg.interval, cfg.max_probe_interval);
+                            s.due = Some(now);
+                        }
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(UpState {
+                        urls,
+                        known: None,
+                        poll: PollInterval::new(cfg.interval, cfg.max_probe_interval),
+                        due: Some(now),
+                        problem: None,
+                        fingerprint: fp,
+                    });
+                }
+            }
         }
 
         // Probe the due ones, a bounded number at a time.
         let due: Vec<(UpKey, Vec<String>, Option<Known>)> = states
             .iter()
-            .filter(|(_, s)| s.due <= now)
+            .filter(|(_, s)| s.due.is_some_and(|t| t <= now))
             .map(|(k, s)| (k.clone(), s.urls.clone(), s.known.clone()))
             .collect();
         if !due.is_empty() {
@@ -274,7 +332,16 @@ pub async fn run(
             .set(states.values().filter(|s| s.known.is_some()).count() as i64);
         ctx.publisher.publish(desired);
 
-        let next = states.values().map(|s| s.due).min();
+        let problems: HashMap<UpKey, String> = states
+            .iter()
+            .filter_map(|(k, s)| Some((k.clone(), s.problem.clone()?)))
+            .collect();
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            () = warnings.reconcile(&mut client, &view, &problems) => {}
+        }
+
+        let next = states.values().filter_map(|s| s.due).min();
         let sleep = async {
             match next {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -352,7 +419,7 @@ fn apply(
     let target = format!("{}/{}", k.0, k.1);
     match outcome {
         Outcome::Unchanged => {
-            s.due = now + cfg.interval;
+            s.due = Some(now + cfg.interval);
         }
         Outcome::Good {
             url,
@@ -367,7 +434,7 @@ fn apply(
             s.known = Some((url, validators));
             s.problem = None;
             s.poll.observe(true);
-            s.due = now + cfg.interval;
+            s.due = Some(now + cfg.interval);
             metrics.clear_problem(k);
             ctx.metrics.recovered(&target);
         }
@@ -384,17 +451,26 @@ fn apply(
             metrics.set_problem(k, error.kind());
             s.known = Some((url, validators));
             s.problem = Some(problem);
-            s.due = now + cfg.interval;
+            s.due = Some(now + cfg.interval);
         }
         Outcome::NoSpec(reason) => {
+            // This probe came after a wait of --max-probe-interval: it was the last.
+            let last = s.known.is_none() && s.poll.current() >= cfg.max_probe_interval;
             let delay = s.poll.observe(false);
             if s.known.is_some() {
                 warn!(upstream = %target, %reason, "the spec is no longer served; keeping its Functions");
+            } else if last {
+                info!(upstream = %target, %reason, "no spec after backing off to --max-probe-interval; not probing again until the Upstream changes or the service restarts");
             } else {
                 debug!(upstream = %target, %reason, next_in_s = delay.as_secs_f64(), "no spec");
             }
             s.known = None;
-            s.due = now + delay;
+            if last {
+                s.due = None;
+                metrics.set_stopped(k, true);
+            } else {
+                s.due = Some(now + delay);
+            }
             ctx.metrics.backing_off(&target, delay);
         }
     }

@@ -14,6 +14,7 @@ pub mod functions;
 pub mod metrics;
 pub mod select;
 pub mod spec;
+pub mod warnings;
 
 use std::time::Duration;
 
@@ -61,8 +62,10 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
 
-    /// An upstream serving no spec is asked again after --interval, then twice that, and so
-    /// on up to this.
+    /// An upstream serving no spec is asked again after twice --interval, then four times,
+    /// and so on up to this; after the probe that followed a wait this long it is not asked
+    /// again until the Upstream changes (generation, labels, annotations, address) or the
+    /// service restarts.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub max_probe_interval: Duration,
 

@@ -23,6 +23,13 @@ pub struct OpenapiMetrics {
     /// 1 while the upstream's spec has this problem.
     pub problems: Family<ProblemLabel, Gauge>,
     pub upstreams_with_spec: Gauge,
+    /// 1 while the upstream is not probed (no spec through every delay up to the cap).
+    pub stopped: Family<UpstreamLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    pub upstream: String,
 }
 
 const KINDS: [&str; 5] = [
@@ -52,7 +59,24 @@ impl OpenapiMetrics {
             "Selected upstreams that serve a spec",
             m.upstreams_with_spec.clone(),
         );
+        r.register(
+            "probing_stopped",
+            "1 while an upstream is not probed: it served no spec through every delay up to \
+             --max-probe-interval; probing restarts when the Upstream changes",
+            m.stopped.clone(),
+        );
         m
+    }
+
+    pub fn set_stopped(&self, k: &(String, String), stopped: bool) {
+        let l = UpstreamLabel {
+            upstream: format!("{}/{}", k.0, k.1),
+        };
+        if stopped {
+            self.stopped.get_or_create(&l).set(1);
+        } else {
+            self.stopped.remove(&l);
+        }
     }
 
     pub fn request(&self, result: &'static str) {

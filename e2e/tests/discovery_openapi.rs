@@ -1,6 +1,7 @@
 //! discovery-openapi against a real gloo-core, a real FastAPI service, specs served by a plain
 //! HTTP server, and (for routing) a real Envoy: specs become REST Functions, changes follow,
-//! bad specs keep the last good Functions, services without specs are probed less and less,
+//! bad specs keep the last good Functions and make the Upstream's status a Warning, services
+//! without specs are probed less and less and then not at all until their Upstream changes,
 //! and a route to a discovered function reaches the service's real path.
 use std::{collections::BTreeMap, time::Duration};
 
@@ -13,8 +14,8 @@ use e2e::{
     Core, ADMIN_TOKEN, OPENAPI_TOKEN,
 };
 use proto::v1::{
-    function_spec::Function, resource::Spec, rest_function::parameter::Location, ApplyRequest,
-    Kind, Resource, RestFunction,
+    function_spec::Function, resource::Spec, rest_function::parameter::Location, status::State,
+    ApplyRequest, Kind, Resource, RestFunction,
 };
 use serde_json::json;
 
@@ -353,6 +354,87 @@ async fn a_service_without_a_spec_is_probed_less_and_less_often() {
     assert!(asked >= 20, "{asked} requests to the service with a spec");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_a_spec_is_not_probed_after_the_cap_until_its_upstream_changes() {
+    let core = Core::start();
+    let specs = SpecServer::start().await;
+    apply(&core, upstream("late", specs.addr.port(), Some("enabled"))).await;
+    // Probes at once, after 200 ms, and after 400 ms (the cap): the last.
+    let d = start(
+        &core,
+        &[
+            "--interval",
+            "100ms",
+            "--max-probe-interval",
+            "400ms",
+            "--spec-path",
+            "/openapi.json",
+        ],
+    );
+    let stopped = [("upstream", "default/late")];
+    eventually(Duration::from_secs(10), || {
+        (d.metric("openapi_probing_stopped", &stopped) == 1.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("probing did not stop\n{}", d.log()));
+    let asked = specs.hits("/openapi.json").len();
+    assert_eq!(asked, 3, "{:?}", specs.seen());
+    assert!(d.log().contains("not probing again"), "{}", d.log());
+
+    // The service starts serving a spec: nobody asks.
+    specs.set("/openapi.json", fixture_text("openapi30.json"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(specs.hits("/openapi.json").len(), asked);
+
+    // A change to the Upstream (here an annotation a person adds) makes it worth asking again.
+    let mut touched = upstream("late", specs.addr.port(), Some("enabled"));
+    touched
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert("note".into(), "deployed v2".into());
+    apply(&core, touched).await;
+    wait_names(&core, &d, "late", &["find-orders", "get-order"]).await;
+    assert_eq!(d.metric("openapi_probing_stopped", &stopped), 0.0);
+    assert!(d.log().contains("probing it again"), "{}", d.log());
+}
+
+/// The state and reason of the Upstream's status.
+async fn upstream_status(core: &Core, name: &str) -> (State, String) {
+    let r = core
+        .list(Kind::Upstream)
+        .await
+        .into_iter()
+        .find(|r| r.metadata.as_ref().is_some_and(|m| m.name == name))
+        .unwrap_or_else(|| panic!("no upstream {name}"));
+    let s = r.status.unwrap_or_default();
+    (s.state(), s.reason)
+}
+
+/// Waits until the Upstream's status is `state` with a reason `check` likes.
+async fn wait_status(
+    core: &Core,
+    d: &Discovery,
+    name: &str,
+    state: State,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = (State::Pending, String::new());
+    for _ in 0..200 {
+        last = upstream_status(core, name).await;
+        if last.0 == state && check(&last.1) {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "upstream {name} is {:?} ({:?}), want {state:?}\ndiscovery log:\n{}",
+        last.0,
+        last.1,
+        d.log()
+    );
+}
+
 /// The `discovery.solo.io/openapi-problem` annotations on Functions.
 async fn problem_annotations(core: &Core) -> Vec<String> {
     core.list(Kind::Function)
@@ -368,8 +450,10 @@ async fn problem_annotations(core: &Core) -> Vec<String> {
 }
 
 /// Serves a good spec, then `bad`, and checks the Functions stay, the problem shows in the
-/// metrics and the log with the path, and a good spec clears it.
-async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
+/// Upstream's status (a Warning naming the problem and the path), the metrics and the log,
+/// and a good spec clears it (the Upstream is Accepted again). `says` is a piece of the
+/// problem's text the Warning must carry.
+async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, says: &str, extra: &[&str]) {
     let core = Core::start();
     let specs = SpecServer::start().await;
     let good = fixture_text("openapi30.json");
@@ -379,6 +463,7 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
     args.extend_from_slice(extra);
     let d = start(&core, &args);
     wait_names(&core, &d, "shop", &["find-orders", "get-order"]).await;
+    wait_status(&core, &d, "shop", State::Accepted, |_| true).await;
 
     specs.set("/openapi.json", bad);
     let labels = [("upstream", "default/shop"), ("problem", problem)];
@@ -400,6 +485,14 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
         notes.iter().all(|n| n.contains("/openapi.json")),
         "{notes:?}"
     );
+    // The Upstream, which discovery does not own, says what is wrong and where.
+    let url = format!("http://127.0.0.1:{}/openapi.json", specs.addr.port());
+    let reason = wait_status(&core, &d, "shop", State::Warning, |r| r.contains(&url)).await;
+    assert!(
+        reason.starts_with(&format!("discovery-openapi: {url}: ")) && reason.contains(says),
+        "{reason:?} does not name the problem ({says:?})"
+    );
+    assert_eq!(names_of(&core, "shop").await, ["find-orders", "get-order"]);
     let mut d = d;
     assert!(d.running(), "the service died:\n{}", d.log());
 
@@ -410,40 +503,47 @@ async fn bad_spec_keeps_last_good(bad: Vec<u8>, problem: &str, extra: &[&str]) {
     wait_names(&core, &d, "shop", &["get-order", "search"]).await;
     assert_eq!(d.metric("openapi_spec_problem", &labels), 0.0);
     assert!(problem_annotations(&core).await.is_empty());
+    let reason = wait_status(&core, &d, "shop", State::Accepted, |_| true).await;
+    assert_eq!(reason, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spec_that_does_not_parse_keeps_the_last_good_functions() {
+async fn a_spec_that_does_not_parse_warns_on_the_upstream_and_keeps_the_last_good_functions() {
     bad_spec_keeps_last_good(
         b"{\"openapi\": \"3.0.3\", \"paths\": {".to_vec(),
         "parse",
+        "the spec does not parse",
         &[],
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spec_with_an_unresolvable_ref_keeps_the_last_good_functions() {
+async fn a_spec_with_an_unresolvable_ref_warns_on_the_upstream_and_keeps_the_last_good_functions() {
     let bad = fixture_text("openapi30.json").replace(
         "#/components/parameters/OrderId",
         "#/components/parameters/Missing",
     );
-    bad_spec_keeps_last_good(bad.into_bytes(), "unresolved_ref", &[]).await;
+    let says = "$ref \"#/components/parameters/Missing\" does not resolve";
+    bad_spec_keeps_last_good(bad.into_bytes(), "unresolved_ref", says, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spec_with_duplicate_operation_ids_keeps_the_last_good_functions() {
+async fn a_spec_with_duplicate_operation_ids_warns_on_the_upstream_and_keeps_the_last_good_functions(
+) {
     let bad = fixture_text("openapi30.json").replace("\"find_orders\"", "\"get_order\"");
-    bad_spec_keeps_last_good(bad.into_bytes(), "duplicate_operation_id", &[]).await;
+    let says = "operationId \"get_order\" is used by both";
+    bad_spec_keeps_last_good(bad.into_bytes(), "duplicate_operation_id", says, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spec_over_the_size_limit_keeps_the_last_good_functions() {
+async fn a_spec_over_the_size_limit_warns_on_the_upstream_and_keeps_the_last_good_functions() {
     let mut big = fixture_text("openapi30.json");
     big.push_str(&" ".repeat(20_000));
     bad_spec_keeps_last_good(
         big.into_bytes(),
         "too_large",
+        "more than the limit of 10000",
         &["--max-spec-bytes", "10000"],
     )
     .await;
@@ -587,19 +687,28 @@ async fn request_rate() {
         .zip(&before_none)
         .map(|(s, b)| s.seen().len() - b)
         .collect();
+    // The second half of the window: long after every spec-less upstream stopped.
+    let late = t0 + Duration::from_secs_f64(window / 2.0);
+    let none_late: Vec<usize> = without
+        .iter()
+        .map(|s| s.seen().iter().filter(|x| x.at >= late).count())
+        .collect();
     let paths = 7.0;
     let avg = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len() as f64;
     let per_interval = avg(&quiet) / (elapsed / interval);
-    // Rounds of a service without a spec: at 0, 2I, 6I, 14I, ... then every max_probe.
-    let model_rounds = |span: f64, i: f64, max: f64| {
-        let (mut t, mut delay, mut n) = (0.0, i, 0);
-        while t <= span {
-            n += 1;
+    // Rounds of a service without a spec: at 0, then after waits of 2I, 4I, ... up to and
+    // including one wait of max_probe; then none. Returns (rounds, when the last one is).
+    let model_rounds = |i: f64, max: f64| {
+        let (mut t, mut delay, mut n) = (0.0, i, 1);
+        while delay < max {
             delay = (delay * 2.0f64).min(max);
             t += delay;
+            n += 1;
         }
-        n
+        (n, t)
     };
+    let (rounds_fast, _) = model_rounds(interval, max_probe);
+    let (rounds_default, last_default) = model_rounds(30.0, 3600.0);
     println!("| upstream | measured ({N} each, {window:.0} s, interval {interval}s, max probe {max_probe}s) | per interval | per hour at --interval 30s, --max-probe-interval 1h |");
     println!("|---|---|---|---|");
     println!(
@@ -609,13 +718,13 @@ async fn request_rate() {
         per_interval * 3600.0 / 30.0
     );
     println!(
-        "| serving no spec ({paths} paths per round) | {:.1} requests each in total, {:.1} in the measured window ({:.1} rounds; model {} rounds) | — | first hour {:.0}, then {:.0} per hour |",
+        "| serving no spec ({paths} paths per round) | {:.1} requests each in total ({:.1} rounds; model {rounds_fast} rounds, then none), {:.1} in the measured window, {:.1} in its second half | — | {:.0} in total over the first {:.1} h ({rounds_default} rounds), then 0 per hour |",
         avg(&none_total),
-        avg(&none_quiet),
         avg(&none_total) / paths,
-        model_rounds(t0.elapsed().as_secs_f64() + 2.0, interval, max_probe),
-        paths * model_rounds(3600.0, 30.0, 3600.0) as f64,
-        paths,
+        avg(&none_quiet),
+        avg(&none_late),
+        paths * rounds_default as f64,
+        last_default / 3600.0,
     );
 }
 

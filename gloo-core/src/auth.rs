@@ -17,7 +17,9 @@
 //!
 //! Roles: `admin` does everything; `editor` reads and writes every kind but Secret; `viewer`
 //! reads every kind but Secret; `discovery` reads every kind but Secret and writes its own
-//! objects of its kinds; `reporter` reads every kind but Secret and sets statuses.
+//! objects of its kinds, plus its own warning annotation
+//! (`discovery.solo.io/warning.<owner>`, see [`crate::resource::WARNING_ANNOTATION_PREFIX`]) on
+//! any object it may read; `reporter` reads every kind but Secret and sets statuses.
 //! Tokens are kept only as SHA-256 digests in memory and never logged.
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -25,7 +27,7 @@ use proto::v1::Kind;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::resource::{kind_name, parse_kind, KINDS};
+use crate::resource::{kind_name, parse_kind, KINDS, WARNING_ANNOTATION_PREFIX};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +85,15 @@ impl Identity {
 
     pub fn can_update_status(&self) -> bool {
         matches!(self.role, Role::Admin | Role::Reporter)
+    }
+
+    /// The one annotation a discovery identity may set on objects it may read but not write:
+    /// `discovery.solo.io/warning.<owner>`. `None` for other roles (they write what they may).
+    pub fn warning_annotation(&self) -> Option<String> {
+        match (self.role, &self.owner) {
+            (Role::Discovery, Some(owner)) => Some(format!("{WARNING_ANNOTATION_PREFIX}{owner}")),
+            _ => None,
+        }
     }
 
     /// The field manager its writes are recorded under.
@@ -277,6 +288,13 @@ tokens:
         assert!(d.can_write(Kind::Upstream, "").is_err());
         assert!(d.can_write(Kind::Function, "d").is_err());
         assert!(!d.can_read(Kind::Secret));
+        assert_eq!(
+            d.warning_annotation().as_deref(),
+            Some("discovery.solo.io/warning.d")
+        );
+        let admin = Tokens::parse("tokens: [{name: a, token: x, role: admin}]").unwrap();
+        let admin = admin.authenticate(Some("Bearer x")).unwrap();
+        assert_eq!(admin.warning_annotation(), None);
     }
 
     #[test]

@@ -62,6 +62,13 @@ impl fmt::Display for Key {
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// Annotations `discovery.solo.io/warning.<discovery owner>` carry a problem a discovery
+/// service found with an object it reads but does not own (say, the spec an Upstream serves
+/// does not parse). A discovery identity may set its own such annotation on any object it may
+/// read, and nothing else of it (`storage::apply`); the translator reports each one as a
+/// Warning on the object, and the object is Accepted again once the annotation is removed.
+pub const WARNING_ANNOTATION_PREFIX: &str = "discovery.solo.io/warning.";
+
 /// Every kind, in the order resources are listed and translated.
 pub const KINDS: [Kind; 7] = [
     Kind::Secret,

@@ -121,6 +121,32 @@ fn same_content(a: &Resource, b: &Resource) -> bool {
     a.spec == b.spec && ma.labels == mb.labels && ma.annotations == mb.annotations
 }
 
+/// Whether `new` is `current` with only `who`'s own warning annotation added, changed or
+/// removed, on an object of a kind `who` may read: the one write a discovery identity may make
+/// to objects it does not own (see [`crate::resource::WARNING_ANNOTATION_PREFIX`]).
+fn only_own_warning_changes(
+    who: &Identity,
+    kind: Kind,
+    current: &Resource,
+    new: &Resource,
+) -> bool {
+    let Some(mine) = who.warning_annotation() else {
+        return false;
+    };
+    let (Some(mc), Some(mn)) = (&current.metadata, &new.metadata) else {
+        return false;
+    };
+    let others = |a: &HashMap<String, String>| {
+        let mut a = a.clone();
+        a.remove(&mine);
+        a
+    };
+    who.can_read(kind)
+        && current.spec == new.spec
+        && mc.labels == mn.labels
+        && others(&mc.annotations) == others(&mn.annotations)
+}
+
 fn managers_of(r: &Resource) -> fields::Managers {
     r.metadata
         .as_ref()
@@ -272,12 +298,23 @@ impl Storage {
                     who.name, meta.owner
                 )));
             }
-            if let Some(c) = current {
-                who.can_write(key.kind, owner_of(c))
-                    .map_err(Error::Denied)?;
+            let new_owner = meta.owner.clone();
+            // A discovery identity's report of a problem with an object it only reads.
+            let annotating = current.is_some_and(|c| {
+                new_owner == current_owner && only_own_warning_changes(who, key.kind, c, &r)
+            });
+            if !annotating {
+                let denied = |e: String| match (current, who.warning_annotation()) {
+                    (Some(_), Some(a)) => Error::Denied(format!(
+                        "{e} (of objects it may read it may change only the annotation {a})"
+                    )),
+                    _ => Error::Denied(e),
+                };
+                if let Some(c) = current {
+                    who.can_write(key.kind, owner_of(c)).map_err(denied)?;
+                }
+                who.can_write(key.kind, &new_owner).map_err(denied)?;
             }
-            who.can_write(key.kind, &meta.owner)
-                .map_err(Error::Denied)?;
 
             if let Some(c) = current {
                 if same_content(c, &r) && owner_of(c) == owner_of(&r) {
@@ -315,7 +352,9 @@ impl Storage {
             );
             let created = current.is_none();
             let writes = vec![Write::Put(Box::new(r.clone()))];
-            if !opts.draft {
+            // A warning annotation changes no translation but the object's own Warning, so it
+            // cannot break anything (and must be writable on an object that is Rejected).
+            if !opts.draft && !annotating {
                 self.validate(state, &writes)?;
             }
             if opts.dry_run {
@@ -585,4 +624,215 @@ pub fn count_by_kind(store: &Store) -> HashMap<Kind, usize> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Tokens;
+    use proto::v1::{static_upstream::Host, upstream_spec::UpstreamType, StaticUpstream};
+
+    const TOKENS: &str = r#"tokens:
+  - {name: admin, token: admin, role: admin}
+  - {name: discovery-openapi, token: openapi, role: discovery, kinds: [Function]}
+  - {name: discovery-k8s, token: k8s, role: discovery, kinds: [Upstream, Endpoints]}
+"#;
+    const WARNING: &str = "discovery.solo.io/warning.discovery-openapi";
+
+    fn who(token: &str) -> Arc<Identity> {
+        Tokens::parse(TOKENS)
+            .unwrap()
+            .authenticate(Some(&format!("Bearer {token}")))
+            .unwrap()
+    }
+
+    fn upstream(name: &str, port: u32) -> Resource {
+        Resource {
+            metadata: Some(proto::v1::Metadata {
+                name: name.into(),
+                namespace: "default".into(),
+                annotations: [(
+                    "discovery.solo.io/openapi-url".to_string(),
+                    "/api.json".to_string(),
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            status: None,
+            spec: Some(Spec::Upstream(proto::v1::UpstreamSpec {
+                upstream_type: Some(UpstreamType::Static(StaticUpstream {
+                    hosts: vec![Host {
+                        addr: "127.0.0.1".into(),
+                        port,
+                        sni: String::new(),
+                    }],
+                })),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn storage(dir: &std::path::Path) -> Storage {
+        let backend = crate::store::redb::RedbBackend::open(dir, 1000).unwrap();
+        Storage::new(Arc::new(Store::open(Box::new(backend)).unwrap()))
+    }
+
+    fn key(name: &str) -> Key {
+        Key::new(Kind::Upstream, "default", name)
+    }
+
+    /// The stored object with `edit` applied, as a client would send it back.
+    fn edited(s: &Storage, name: &str, edit: impl FnOnce(&mut Resource)) -> Resource {
+        let mut r = (*s.store().get(&key(name)).unwrap()).clone();
+        edit(&mut r);
+        r
+    }
+
+    fn annotations(r: &mut Resource) -> &mut HashMap<String, String> {
+        &mut r.metadata.as_mut().unwrap().annotations
+    }
+
+    #[test]
+    fn discovery_may_set_and_remove_its_warning_on_an_object_it_does_not_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path());
+        let opts = ApplyOptions::default();
+        s.apply(&who("admin"), upstream("shop", 8080), opts)
+            .unwrap();
+        let openapi = who("openapi");
+
+        let warned = edited(&s, "shop", |r| {
+            annotations(r).insert(WARNING.into(), "http://x/openapi.json: bad".into());
+        });
+        let out = s.apply(&openapi, warned, opts).unwrap();
+        let m = out.resource.metadata.clone().unwrap();
+        assert_eq!(m.annotations[WARNING], "http://x/openapi.json: bad");
+        assert_eq!(
+            m.field_managers[&format!("annotations.{WARNING}")],
+            "discovery-openapi"
+        );
+        assert_eq!((m.owner.as_str(), m.generation), ("", 1));
+        // The rest is still the person's.
+        assert_eq!(m.field_managers["spec.static"], "admin");
+        assert_eq!(m.annotations["discovery.solo.io/openapi-url"], "/api.json");
+
+        let cleared = edited(&s, "shop", |r| {
+            annotations(r).remove(WARNING);
+        });
+        let out = s.apply(&openapi, cleared, opts).unwrap();
+        let m = out.resource.metadata.clone().unwrap();
+        assert!(!m.annotations.contains_key(WARNING), "{m:?}");
+        assert_eq!(m.annotations.len(), 1);
+    }
+
+    #[test]
+    fn discovery_still_may_not_change_anything_else_of_an_object_it_does_not_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path());
+        let opts = ApplyOptions::default();
+        s.apply(&who("admin"), upstream("shop", 8080), opts)
+            .unwrap();
+        let openapi = who("openapi");
+        let with_warning = |r: &mut Resource| {
+            annotations(r).insert(WARNING.into(), "bad".into());
+        };
+        let attempts: Vec<(&str, Resource)> = vec![
+            (
+                "spec",
+                edited(&s, "shop", |r| {
+                    with_warning(r);
+                    *r = Resource {
+                        spec: upstream("shop", 9090).spec,
+                        ..r.clone()
+                    };
+                }),
+            ),
+            (
+                "a label",
+                edited(&s, "shop", |r| {
+                    with_warning(r);
+                    let m = r.metadata.as_mut().unwrap();
+                    m.labels.insert("team".into(), "x".into());
+                }),
+            ),
+            (
+                "another annotation under discovery.solo.io/",
+                edited(&s, "shop", |r| {
+                    annotations(r).insert("discovery.solo.io/openapi-url".into(), "/x".into());
+                }),
+            ),
+            (
+                "another service's warning",
+                edited(&s, "shop", |r| {
+                    annotations(r)
+                        .insert("discovery.solo.io/warning.discovery-k8s".into(), "x".into());
+                }),
+            ),
+            (
+                "the owner",
+                edited(&s, "shop", |r| {
+                    with_warning(r);
+                    r.metadata.as_mut().unwrap().owner = "discovery-openapi".into();
+                }),
+            ),
+            ("a new object", {
+                let mut r = upstream("new", 80);
+                with_warning(&mut r);
+                r
+            }),
+        ];
+        for (what, r) in attempts {
+            let e = s.apply(&openapi, r, opts).err();
+            assert!(
+                matches!(&e, Some(Error::Denied(_))),
+                "changing {what}: {e:?}"
+            );
+        }
+        let e = s
+            .apply(
+                &openapi,
+                edited(&s, "shop", |r| {
+                    r.metadata
+                        .as_mut()
+                        .unwrap()
+                        .labels
+                        .insert("team".into(), "x".into());
+                }),
+                opts,
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(&format!("only the annotation {WARNING}")), "{e}");
+        let stored = s.store().get(&key("shop")).unwrap();
+        assert_eq!(stored.metadata.as_ref().unwrap().resource_version, 1);
+    }
+
+    #[test]
+    fn the_owner_s_sync_keeps_another_service_s_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path());
+        let k8s = who("k8s");
+        let sync = |port| SyncRequest {
+            owner: "discovery-k8s".into(),
+            kinds: vec![Kind::Upstream as i32],
+            resources: vec![upstream("shop", port)],
+            dry_run: false,
+        };
+        s.sync(&k8s, sync(8080)).unwrap();
+        let warned = edited(&s, "shop", |r| {
+            annotations(r).insert(WARNING.into(), "bad".into());
+        });
+        s.apply(&who("openapi"), warned, ApplyOptions::default())
+            .unwrap();
+        let resp = s.sync(&k8s, sync(8080)).unwrap();
+        assert_eq!(resp.unchanged, 1);
+        let resp = s.sync(&k8s, sync(9090)).unwrap();
+        assert_eq!(resp.updated, 1);
+        let stored = s.store().get(&key("shop")).unwrap();
+        assert_eq!(
+            stored.metadata.as_ref().unwrap().annotations[WARNING],
+            "bad"
+        );
+    }
 }

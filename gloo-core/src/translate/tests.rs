@@ -529,4 +529,59 @@ fn validation_judges_each_proposal_on_its_own() {
     assert!(bad_again.is_err());
 }
 
+#[test]
+fn a_discovery_warning_annotation_is_a_warning_on_the_upstream_until_removed() {
+    let mut pets = static_us("pets", "127.0.0.1", 8080);
+    let problem = "http://127.0.0.1:8080/openapi.json: the spec does not parse: JSON: EOF";
+    let meta = pets.metadata.as_mut().unwrap();
+    meta.annotations.insert(
+        "discovery.solo.io/warning.discovery-openapi".into(),
+        problem.into(),
+    );
+    // Other annotations, even under discovery.solo.io/, are not warnings.
+    meta.annotations.insert(
+        "discovery.solo.io/openapi-url".into(),
+        "/openapi.json".into(),
+    );
+    let mut tr = Translator::new();
+    let t = tr.translate(&input(vec![pets.clone()]));
+    let r = report(&t, Kind::Upstream, "pets");
+    assert_eq!(r.state, State::Warning);
+    assert_eq!(r.reason, format!("discovery-openapi: {problem}"));
+    // Still a working cluster: the warning is about discovery, not traffic.
+    let c: Cluster = decode(&t, xds::CLUSTER, "pets_default");
+    assert_eq!(c.name, "pets_default");
+
+    // The same translator (its cache keyed by generation) sees the annotation go.
+    pets.metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .remove("discovery.solo.io/warning.discovery-openapi");
+    let t = tr.translate(&input(vec![pets]));
+    assert_eq!(report(&t, Kind::Upstream, "pets"), &Report::accepted());
+}
+
+#[test]
+fn a_discovery_warning_does_not_hide_a_rejection() {
+    let mut broken = static_us("broken", "127.0.0.1", 8443);
+    if let Some(Spec::Upstream(u)) = broken.spec.as_mut() {
+        u.tls = Some(proto::v1::UpstreamTls {
+            secret_ref: Some(ResourceRef {
+                name: "missing".into(),
+                namespace: String::new(),
+            }),
+            ..Default::default()
+        });
+    }
+    broken.metadata.as_mut().unwrap().annotations.insert(
+        "discovery.solo.io/warning.discovery-openapi".into(),
+        "no spec".into(),
+    );
+    let t = translate(&input(vec![broken]));
+    let r = report(&t, Kind::Upstream, "broken");
+    assert_eq!(r.state, State::Rejected, "{r:?}");
+    assert!(r.reason.contains("discovery-openapi: no spec"), "{r:?}");
+}
+
 mod aws_lambda;

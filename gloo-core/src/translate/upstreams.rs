@@ -44,7 +44,10 @@ use proto::v1::{
 };
 
 use super::{names, plugins::Plugin, stamp, Context, Deps, Reporter};
-use crate::{resource::Key, xds::XdsResource};
+use crate::{
+    resource::{Key, WARNING_ANNOTATION_PREFIX},
+    xds::XdsResource,
+};
 
 pub fn any<M: prost::Message + prost::Name>(m: &M) -> Any {
     Any {
@@ -271,6 +274,23 @@ fn deps(ctx: &Context<'_>, key: &Key, spec: &UpstreamSpec, endpoints: &[&Arc<Res
     d
 }
 
+/// Problems discovery services found with the upstream (say, the spec it serves does not
+/// parse), from their `discovery.solo.io/warning.<service>` annotations: one Warning each,
+/// naming the service. An empty annotation is no warning.
+fn discovery_warnings(key: &Key, r: &Resource, reporter: &mut Reporter) {
+    let Some(m) = &r.metadata else { return };
+    let mut found: Vec<(&str, &str)> = m
+        .annotations
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(WARNING_ANNOTATION_PREFIX)?, v.as_str())))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    found.sort_unstable();
+    for (service, problem) in found {
+        reporter.warn(key, format!("{service}: {problem}"));
+    }
+}
+
 /// One Upstream's translation, kept while what it read is unchanged.
 pub struct UpstreamEntry {
     deps: Deps,
@@ -355,6 +375,8 @@ pub fn translate(
             }
             Err(e) => reporter.reject(key, e.clone()),
         }
+        // Read on every pass, not cached: an annotation does not change the stamp.
+        discovery_warnings(key, r, reporter);
     }
     cache.retain(|k, _| seen.contains(k));
     // Functions must belong to an upstream that exists.
