@@ -67,6 +67,11 @@ pub struct Args {
     #[arg(long, default_value_t = 100_000)]
     pub history_revisions: u64,
 
+    /// Memory for the embedded store's page cache, in MiB (every object is in memory anyway;
+    /// this only spares re-reading the file's pages).
+    #[arg(long, default_value_t = 4)]
+    pub store_cache_mib: usize,
+
     /// Log filter, e.g. "info" or "gloo_core=debug".
     #[arg(long, env = "GLOO_LOG", default_value = "info")]
     pub log: String,
@@ -103,8 +108,10 @@ impl Args {
                 self.tokens_file.display()
             );
         }
-        let backend = RedbBackend::open(&self.data_dir, self.history_revisions)
-            .with_context(|| format!("opening the store in {}", self.data_dir.display()))?;
+        let cache_bytes = self.store_cache_mib.saturating_mul(1024 * 1024);
+        let backend =
+            RedbBackend::open_with_cache(&self.data_dir, self.history_revisions, cache_bytes)
+                .with_context(|| format!("opening the store in {}", self.data_dir.display()))?;
         let store = Arc::new(Store::open(Box::new(backend))?);
         info!(
             data_dir = %self.data_dir.display(), revision = store.revision(),

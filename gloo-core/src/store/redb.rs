@@ -3,6 +3,10 @@
 //! Tables: `objects` (encoded key → encoded Resource), `events` (revision → event type byte +
 //! encoded Resource) and `meta` (`revision`, `compacted`). Each commit is one redb write
 //! transaction with immediate durability, so an acknowledged write survives `kill -9`.
+//!
+//! redb's page cache is kept small: every object is also held in memory by the store, so the
+//! file is read only at start and when a watch resumes from history; the cache mostly saves
+//! reading B-tree pages again on commits, which the OS page cache does nearly as well.
 use std::path::Path;
 
 use prost::Message;
@@ -26,12 +30,27 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The default size of redb's page cache (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 impl RedbBackend {
     pub fn open(data_dir: &Path, history: u64) -> Result<Self, StoreError> {
+        Self::open_with_cache(data_dir, history, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens with a page cache of at most `cache_bytes` (reads and pending writes together).
+    pub fn open_with_cache(
+        data_dir: &Path,
+        history: u64,
+        cache_bytes: usize,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| err(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join("gloo.redb");
-        let db = Database::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(OBJECTS).map_err(err)?;
         tx.open_table(EVENTS).map_err(err)?;

@@ -10,7 +10,8 @@
 //! content hashes) is not published, so it wakes no stream. Streams wait for the first snapshot
 //! before answering anything: answering a reconnecting Envoy from an empty cache would remove
 //! its whole configuration. Resources are shared (`Arc<XdsResource>`) and already encoded; the
-//! streams copy their bytes into responses and never encode them again.
+//! streams copy their bytes into responses and never encode them again. A published snapshot is
+//! sealed first (see [`Snapshot`]): what all streams need of it is computed once, not per stream.
 use std::{collections::BTreeMap, sync::Arc};
 
 use tokio::sync::watch;
@@ -34,14 +35,18 @@ impl SnapshotPublisher {
     /// Makes `snap` the current snapshot. Returns whether it differed from the current one (and
     /// so was pushed to the streams).
     pub fn publish(&mut self, snap: impl Into<Arc<Snapshot>>) -> bool {
-        let snap = snap.into();
-        self.tx.send_if_modified(|current| match current {
-            Some(cur) if same_content(cur, &snap) => false,
-            _ => {
-                *current = Some(snap);
-                true
+        let mut snap = snap.into();
+        if let Some(cur) = self.tx.borrow().as_ref() {
+            if same_content(cur, &snap) {
+                return false;
             }
-        })
+        }
+        // Sealed here, where it stops changing (a snapshot still shared with the caller is
+        // copied first): every stream then shares its type versions and wildcard lists.
+        Arc::make_mut(&mut snap).seal();
+        // The only writer: nothing was published between the comparison and this.
+        self.tx.send_replace(Some(snap));
+        true
     }
 }
 

@@ -21,8 +21,8 @@ use tracing::debug;
 use super::{
     names_version,
     protocol::{
-        blame, control_plane, is_retained_type, is_wildcard_type, push_order, Event, Nonces,
-        Output, Rejection, Subscription, XdsError, ROUTING_TYPES,
+        blame, control_plane, is_retained_type, is_wildcard_type, push_order, rejection, Event,
+        Held, Nonces, Output, Rejection, Subscription, XdsError, ROUTING_TYPES,
     },
     Snapshot, XdsResource,
 };
@@ -38,8 +38,9 @@ pub struct DeltaStream {
 #[derive(Debug, Default)]
 struct TypeState {
     sub: Subscription,
-    /// What Envoy holds once it applies what it was sent: name → version.
-    has: BTreeMap<String, String>,
+    /// What Envoy holds once it applies what it was sent: name → version. Shared with the
+    /// registry's view of the stream; copied only when it changes while shared.
+    has: Arc<BTreeMap<String, String>>,
     /// A fresh wildcard subscription is owed a first response, even an empty one: Envoy waits
     /// for it to finish initializing.
     owes_response: bool,
@@ -50,8 +51,11 @@ struct TypeState {
     rejected: bool,
     acked_version: Option<String>,
     /// What Envoy holds as of its last ACK.
-    acked: BTreeMap<String, String>,
+    acked: Arc<BTreeMap<String, String>>,
     last_nack: Option<Rejection>,
+    /// `has` matches what this (sealed snapshot, retain) asks for: no diff to work out. Forgotten
+    /// when a request changes the subscription or what Envoy holds.
+    clean: Option<(u64, bool)>,
 }
 
 #[derive(Debug)]
@@ -88,7 +92,7 @@ impl DeltaStream {
 
     /// What Envoy holds of `type_url` (name → version), counting what is in flight.
     pub fn held(&self, type_url: &str) -> Option<&BTreeMap<String, String>> {
-        Some(&self.types.get(type_url)?.has)
+        Some(&*self.types.get(type_url)?.has)
     }
 
     pub fn on_request(
@@ -107,6 +111,12 @@ impl DeltaStream {
         let mut out = Output::default();
         let first = !self.types.contains_key(&req.type_url);
         let st = self.types.entry(req.type_url.clone()).or_default();
+        if first
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            st.clean = None;
+        }
 
         if !req.response_nonce.is_empty() {
             match st.in_flight.take() {
@@ -121,7 +131,7 @@ impl DeltaStream {
             st.sub.wildcard =
                 req.resource_names_subscribe.is_empty() && is_wildcard_type(&req.type_url);
             st.owes_response = st.sub.wildcard && req.initial_resource_versions.is_empty();
-            st.has.extend(req.initial_resource_versions.clone());
+            Arc::make_mut(&mut st.has).extend(req.initial_resource_versions.clone());
         }
         for name in &req.resource_names_subscribe {
             if name == "*" {
@@ -130,20 +140,22 @@ impl DeltaStream {
             }
             st.sub.names.insert(name.clone());
             // A (re)subscription is owed the resource, unless Envoy says it already holds it.
-            if !req.initial_resource_versions.contains_key(name) {
-                st.has.remove(name);
+            if !req.initial_resource_versions.contains_key(name) && st.has.contains_key(name) {
+                Arc::make_mut(&mut st.has).remove(name);
             }
         }
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
                 st.sub.wildcard = false;
                 let TypeState { has, sub, .. } = st;
-                has.retain(|n, _| sub.names.contains(n));
+                Arc::make_mut(has).retain(|n, _| sub.names.contains(n));
                 continue;
             }
             st.sub.names.remove(name);
             // Envoy forgets it; under a wildcard it expects to be sent it again.
-            st.has.remove(name);
+            if st.has.contains_key(name) {
+                Arc::make_mut(&mut st.has).remove(name);
+            }
         }
         self.flush(snap, &mut out);
         Ok(out)
@@ -161,20 +173,28 @@ impl DeltaStream {
         for type_url in push_order(self.types.keys()) {
             let st = self.types.get_mut(&type_url).expect("a known type");
             let retain = is_retained_type(&type_url) && !routes_converged;
+            let key = snap.sealed_id().map(|id| (id, retain));
+            if key.is_some() && st.clean == key && !st.owes_response {
+                continue;
+            }
             let Diff { updates, removals } = st.diff(&type_url, snap, retain);
             if updates.is_empty() && removals.is_empty() && !st.owes_response {
+                st.clean = key;
                 continue;
             }
             if held || st.in_flight.is_some() {
                 held = true;
                 continue;
             }
+            let has = Arc::make_mut(&mut st.has);
             for r in &updates {
-                st.has.insert(r.name.clone(), r.version.clone());
+                has.insert(r.name.clone(), r.version.clone());
             }
             for n in &removals {
-                st.has.remove(n);
+                has.remove(n);
             }
+            // Envoy will hold exactly what this snapshot asks for.
+            st.clean = key;
             let version = names_version(st.has.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             let nonce = self.nonces.next();
             out.responses.push(DeltaDiscoveryResponse {
@@ -209,7 +229,7 @@ impl DeltaStream {
                 type_url,
                 version,
                 nonce,
-                resources: st.has.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+                resources: Held::Versions(st.has.clone()),
             });
         }
     }
@@ -219,11 +239,17 @@ impl DeltaStream {
         ROUTING_TYPES.iter().all(|t| match self.types.get(*t) {
             None => true,
             Some(st) => {
+                if st.in_flight.is_some() || st.rejected {
+                    return false;
+                }
+                if snap
+                    .sealed_id()
+                    .is_some_and(|id| st.clean == Some((id, false)))
+                {
+                    return true;
+                }
                 let diff = st.diff(t, snap, false);
-                st.in_flight.is_none()
-                    && !st.rejected
-                    && diff.updates.is_empty()
-                    && diff.removals.is_empty()
+                diff.updates.is_empty() && diff.removals.is_empty()
             }
         })
     }
@@ -239,27 +265,31 @@ impl TypeState {
     ) {
         match &req.error_detail {
             Some(status) => {
-                let rejection = Rejection {
-                    type_url: req.type_url.clone(),
-                    version: f.version,
-                    message: status.message.clone(),
-                    resource_names: blame(&status.message, &f.sent, &self.acked),
-                };
+                let sent = f.sent.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+                let blamed = blame(&status.message, sent, &Held::Versions(self.acked.clone()));
+                let rejection = rejection(&req.type_url, f.version, &status.message, blamed);
                 // `has` keeps the refused versions: they are not sent again until they change.
                 self.rejected = true;
                 self.last_nack = Some(rejection.clone());
                 out.events.push(Event::Nacked(rejection));
             }
             None => {
-                self.acked.extend(f.sent);
+                let accepted = f
+                    .sent
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let acked = Arc::make_mut(&mut self.acked);
+                acked.extend(f.sent);
                 for n in &f.removed {
-                    self.acked.remove(n);
+                    acked.remove(n);
                 }
                 self.rejected = false;
                 self.acked_version = Some(f.version.clone());
                 out.events.push(Event::Acked {
                     type_url: req.type_url.clone(),
                     version: f.version,
+                    accepted,
                 });
             }
         }
@@ -383,7 +413,8 @@ mod tests {
             out.events,
             [Event::Acked {
                 type_url: CLUSTER.into(),
-                version: r.system_version_info.clone()
+                version: r.system_version_info.clone(),
+                accepted: [("a", cluster("a").version.as_str())].into_iter().collect(),
             }]
         );
         assert_eq!(

@@ -30,13 +30,16 @@ pub mod delta;
 pub mod metrics;
 pub mod nodes;
 pub mod protocol;
+pub mod rejections;
 pub mod server;
 pub mod sotw;
+pub mod wire;
 
 pub use cache::{channel, SnapshotCache, SnapshotPublisher};
 pub use metrics::XdsMetrics;
-pub use nodes::{Nack, NodeRegistry};
-pub use protocol::{Event, Output, Rejection, XdsError};
+pub use nodes::{Ack, Nack, NodeRegistry, Verdict};
+pub use protocol::{Event, Held, Output, Rejection, XdsError};
+pub use rejections::Rejections;
 
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
@@ -73,17 +76,57 @@ impl XdsResource {
 /// A short, stable content hash.
 pub fn content_version(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let d = Sha256::digest(bytes);
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes)[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// The resources of one type, by name.
 pub type Resources = BTreeMap<String, Arc<XdsResource>>;
 
 /// Everything served to Envoy at one moment, by type URL.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Once published ([`SnapshotPublisher::publish`]) a snapshot is sealed: what every stream would
+/// otherwise work out for itself from it (each type's version, the list a wildcard subscriber
+/// gets) is computed once and shared. A sealed snapshot is never changed: a clone is unsealed.
+#[derive(Debug, Default)]
 pub struct Snapshot {
     pub resources: BTreeMap<&'static str, Resources>,
+    sealed: Option<Arc<Sealed>>,
+}
+
+/// What a published snapshot shares with every stream.
+#[derive(Debug)]
+struct Sealed {
+    /// Unique per sealing, so a stream can tell it already worked on this snapshot.
+    id: u64,
+    types: BTreeMap<&'static str, (String, ResourceList)>,
+}
+
+/// Resources of one type in name order, shared (a response's, a stream's, the registry's).
+pub type ResourceList = Arc<[Arc<XdsResource>]>;
+
+impl Clone for Snapshot {
+    /// An unsealed copy, free to change.
+    fn clone(&self) -> Self {
+        Snapshot {
+            resources: self.resources.clone(),
+            sealed: None,
+        }
+    }
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.resources == other.resources
+    }
 }
 
 impl Snapshot {
@@ -93,14 +136,48 @@ impl Snapshot {
 
     /// A version for a whole type: a hash of its names and versions.
     pub fn type_version(&self, type_url: &str) -> String {
-        let mut buf = Vec::new();
-        for (name, r) in self.of_type(type_url).into_iter().flatten() {
-            buf.extend_from_slice(name.as_bytes());
-            buf.push(0);
-            buf.extend_from_slice(r.version.as_bytes());
-            buf.push(0);
+        if let Some((version, _)) = self.sealed.as_ref().and_then(|s| s.types.get(type_url)) {
+            return version.clone();
         }
-        content_version(&buf)
+        names_version(
+            self.of_type(type_url)
+                .into_iter()
+                .flatten()
+                .map(|(n, r)| (n.as_str(), r.version.as_str())),
+        )
+    }
+
+    /// Every resource of a type, in name order.
+    pub fn all_of(&self, type_url: &str) -> ResourceList {
+        if let Some((_, all)) = self.sealed.as_ref().and_then(|s| s.types.get(type_url)) {
+            return all.clone();
+        }
+        self.of_type(type_url)
+            .into_iter()
+            .flatten()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Identifies a sealed snapshot: equal ids, same snapshot. None when not sealed.
+    pub(crate) fn sealed_id(&self) -> Option<u64> {
+        self.sealed.as_ref().map(|s| s.id)
+    }
+
+    /// Computes what streams share; called by the publisher, after which nobody changes it.
+    pub(crate) fn seal(&mut self) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        self.sealed = None;
+        let types = self
+            .resources
+            .keys()
+            .map(|t| (*t, (self.type_version(t), self.all_of(t))))
+            .collect();
+        self.sealed = Some(Arc::new(Sealed {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            types,
+        }));
     }
 }
 
@@ -108,14 +185,16 @@ impl Snapshot {
 /// [`Snapshot::type_version`] computes for a whole type, so a stream that is sent all of a type
 /// reports the snapshot's own type version.
 pub fn names_version<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut buf = Vec::new();
+    use sha2::{Digest, Sha256};
+    // The hash of `name \0 version \0 ...`, fed piece by piece instead of copied into one buffer.
+    let mut h = Sha256::new();
     for (name, version) in pairs {
-        buf.extend_from_slice(name.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(version.as_bytes());
-        buf.push(0);
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(version.as_bytes());
+        h.update([0]);
     }
-    content_version(&buf)
+    hex(&h.finalize()[..8])
 }
 
 #[cfg(test)]
@@ -220,8 +299,16 @@ pub(crate) mod fixtures {
         ))
     }
 
-    /// A snapshot of the given resources, each under its own type URL.
+    /// A snapshot of the given resources, each under its own type URL, sealed as published
+    /// snapshots are.
     pub fn snapshot(resources: impl IntoIterator<Item = Arc<XdsResource>>) -> Snapshot {
+        let mut snap = unsealed(resources);
+        snap.seal();
+        snap
+    }
+
+    /// The same, not sealed: every stream works it out for itself.
+    pub fn unsealed(resources: impl IntoIterator<Item = Arc<XdsResource>>) -> Snapshot {
         let mut snap = Snapshot::default();
         for r in resources {
             let type_url = TYPE_ORDER
@@ -235,6 +322,30 @@ pub(crate) mod fixtures {
                 .insert(r.name.clone(), r);
         }
         snap
+    }
+
+    #[test]
+    fn sealing_shares_what_every_stream_needs_and_a_clone_is_unsealed() {
+        let snap = snapshot([cluster("a"), cluster("b")]);
+        let open = unsealed([cluster("a"), cluster("b")]);
+        assert_eq!(snap, open);
+        assert!(snap.sealed_id().is_some() && open.sealed_id().is_none());
+        assert_eq!(snap.type_version(CLUSTER), open.type_version(CLUSTER));
+        assert_eq!(snap.all_of(CLUSTER)[..], open.all_of(CLUSTER)[..]);
+        // Shared, not rebuilt, on every call.
+        assert!(Arc::ptr_eq(&snap.all_of(CLUSTER), &snap.all_of(CLUSTER)));
+        // A copy may change, so it must work out its own.
+        let mut copy = snap.clone();
+        assert_eq!(copy.sealed_id(), None);
+        copy.resources
+            .get_mut(CLUSTER)
+            .unwrap()
+            .insert("c".into(), cluster("c"));
+        assert_ne!(copy.type_version(CLUSTER), snap.type_version(CLUSTER));
+        assert_eq!(copy.all_of(CLUSTER).len(), 3);
+        let mut resealed = copy.clone();
+        resealed.seal();
+        assert_ne!(resealed.sealed_id(), snap.sealed_id());
     }
 
     #[test]

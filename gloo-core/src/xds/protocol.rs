@@ -10,12 +10,15 @@
 //! - a NACKed version is not sent again: only a change of content (or of subscription) is;
 //! - make-before-break: a cluster that leaves the snapshot stays in what the stream is served
 //!   until its LDS and RDS are ACKed at the snapshot's versions.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use serde::Serialize;
 
-use super::{CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER};
+use super::{ResourceList, CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER};
 
 /// What one step of a state machine asks the I/O task to do: send `responses` in order, and
 /// record `events`.
@@ -38,35 +41,113 @@ impl<R> Default for Output<R> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A response was sent: the type's version is now `version`, and Envoy should hold
-    /// `resources` (name, version) once it ACKs.
+    /// `resources` once it ACKs.
     Sent {
         type_url: String,
         version: String,
         nonce: String,
-        resources: Vec<(String, String)>,
+        resources: Held,
     },
     /// A reconnecting Envoy already holds the current resources: nothing was sent.
     Resumed {
         type_url: String,
         version: String,
-        resources: Vec<(String, String)>,
+        resources: Held,
     },
+    /// Envoy accepted `version`: it holds `accepted` (all it holds of the type in SotW, the
+    /// resources of the accepted response in delta).
     Acked {
         type_url: String,
         version: String,
+        accepted: Held,
     },
     Nacked(Rejection),
+}
+
+/// Names and versions of resources a stream holds or was sent, shared with the state machine
+/// rather than copied for every event: a wildcard stream's list is the snapshot's own.
+#[derive(Clone, Debug)]
+pub enum Held {
+    /// In name order.
+    Resources(ResourceList),
+    Versions(Arc<BTreeMap<String, String>>),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Resources(Arc::new([]))
+    }
+}
+
+impl Held {
+    /// (name, version) pairs in name order.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        match self {
+            Held::Resources(l) => Box::new(l.iter().map(|r| (r.name.as_str(), r.version.as_str()))),
+            Held::Versions(m) => Box::new(m.iter().map(|(n, v)| (n.as_str(), v.as_str()))),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Held::Resources(l) => l.len(),
+            Held::Versions(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The version held of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        match self {
+            Held::Resources(l) => l
+                .binary_search_by(|r| r.name.as_str().cmp(name))
+                .ok()
+                .map(|i| l[i].version.as_str()),
+            Held::Versions(m) => m.get(name).map(String::as_str),
+        }
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Held {}
+
+/// As a map of name to version: never the contents (a Secret's key stays where it is).
+impl Serialize for Held {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Held {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(iter: I) -> Self {
+        Held::Versions(Arc::new(
+            iter.into_iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
 }
 
 /// A NACK: Envoy refused `version` of `type_url`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Rejection {
     pub type_url: String,
+    /// The version of the refused response (of the whole type).
     pub version: String,
     pub message: String,
     /// The resources of the refused response that Envoy's message names, or when it names none,
     /// those that changed since the last ACK.
     pub resource_names: Vec<String>,
+    /// The refused version of each of `resource_names`: what a later ACK must hold to clear it.
+    pub resource_versions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,30 +202,47 @@ pub(crate) fn push_order<'a>(types: impl IntoIterator<Item = &'a String>) -> Vec
     v
 }
 
-/// The names of a refused response to blame: those Envoy's message mentions, else those that
-/// changed since the last ACK (`acked`: name → version), else all of them.
-pub(crate) fn blame(
+/// The resources of a refused response to blame, as (name, version): those Envoy's message
+/// mentions, else those that changed since the last ACK (`acked`), else all of them.
+pub(crate) fn blame<'a>(
     message: &str,
-    sent: &[(String, String)],
-    acked: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let mentioned: Vec<String> = sent
-        .iter()
+    sent: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    acked: &Held,
+) -> Vec<(String, String)> {
+    let owned = |(n, v): (&str, &str)| (n.to_string(), v.to_string());
+    let mentioned: Vec<_> = sent
+        .clone()
         .filter(|(n, _)| mentions(message, n))
-        .map(|(n, _)| n.clone())
+        .map(owned)
         .collect();
     if !mentioned.is_empty() {
         return mentioned;
     }
-    let changed: Vec<String> = sent
-        .iter()
+    let changed: Vec<_> = sent
+        .clone()
         .filter(|(n, v)| acked.get(n) != Some(v))
-        .map(|(n, _)| n.clone())
+        .map(owned)
         .collect();
     if !changed.is_empty() {
         return changed;
     }
-    sent.iter().map(|(n, _)| n.clone()).collect()
+    sent.map(owned).collect()
+}
+
+/// A [`Rejection`] of `version` blaming `blamed`.
+pub(crate) fn rejection(
+    type_url: &str,
+    version: String,
+    message: &str,
+    blamed: Vec<(String, String)>,
+) -> Rejection {
+    Rejection {
+        type_url: type_url.to_string(),
+        version,
+        message: message.to_string(),
+        resource_names: blamed.iter().map(|(n, _)| n.clone()).collect(),
+        resource_versions: blamed.into_iter().collect(),
+    }
 }
 
 /// Whether `message` names `name` as a whole word, so that `a` is not found in `cluster_a2`.
@@ -193,17 +291,39 @@ mod tests {
 
     #[test]
     fn nack_blames_names_the_message_mentions() {
-        let sent = vec![
-            ("a".to_string(), "1".to_string()),
-            ("routes".to_string(), "2".to_string()),
-        ];
-        let acked = BTreeMap::new();
+        let sent = [("a", "1"), ("routes", "2")];
+        let names = |b: Vec<(String, String)>| b.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
         assert_eq!(
-            blame("route config routes: invalid regex", &sent, &acked),
+            names(blame(
+                "route config routes: invalid regex",
+                sent.iter().copied(),
+                &Held::default()
+            )),
             ["routes"]
         );
         // "a" only appears inside words: fall back to what changed since the last ACK.
-        let acked = BTreeMap::from([("a".to_string(), "1".to_string())]);
-        assert_eq!(blame("bad stat_prefix", &sent, &acked), ["routes"]);
+        let acked: Held = [("a", "1")].into_iter().collect();
+        assert_eq!(
+            blame("bad stat_prefix", sent.iter().copied(), &acked),
+            [("routes".to_string(), "2".to_string())]
+        );
+    }
+
+    #[test]
+    fn held_lists_and_maps_compare_and_serialize_alike() {
+        use crate::xds::fixtures::cluster;
+        let list = Held::Resources(vec![cluster("a"), cluster("b")].into());
+        let map: Held = list.iter().collect();
+        assert_eq!(list, map);
+        assert_eq!(list.get("b"), Some(cluster("b").version.as_str()));
+        assert_eq!(list.get("c"), None);
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::to_value(&map).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&list).unwrap()["a"],
+            cluster("a").version.as_str()
+        );
     }
 }

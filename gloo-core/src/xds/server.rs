@@ -4,21 +4,18 @@
 //! Each stream is one task that only shuttles: it `select!`s over Envoy's requests, snapshot
 //! changes and the shutdown token, feeds the stream's state machine (`sotw` or `delta`), sends
 //! the responses it returns in order and records its events in the [`NodeRegistry`]. On shutdown
-//! every stream ends at once, so open streams never hold the server open.
-use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+//! every stream ends at once, so open streams never hold the server open. Routing, decoding
+//! and framing are in `wire`: each response is framed by its task into a buffer of its own size.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-    },
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
 };
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
+use tonic::{body::Body, codec::Streaming, Status};
 use tracing::{debug, info, Instrument};
 
 use super::{
@@ -26,7 +23,8 @@ use super::{
     delta::DeltaStream,
     nodes::{NodeRegistry, Protocol, StreamHandle},
     protocol::{Output, XdsError},
-    sotw::SotwStream,
+    sotw::{SotwResponse, SotwStream},
+    wire::{self, AdsServer, Encode, ProstDecoder, ResponseBody},
     Snapshot,
 };
 
@@ -50,14 +48,12 @@ pub fn service(
     cache: SnapshotCache,
     nodes: Arc<NodeRegistry>,
     shutdown: CancellationToken,
-) -> AggregatedDiscoveryServiceServer<AdsService> {
-    AggregatedDiscoveryServiceServer::new(AdsService {
+) -> AdsServer<AdsService> {
+    AdsServer::new(AdsService {
         cache,
         nodes,
         shutdown,
     })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves ADS on `listener` until `shutdown` fires. HTTP/2 keepalives find Envoys that vanished
@@ -82,34 +78,22 @@ pub async fn serve(
         .await
 }
 
-type ResponseStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsService {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<SotwStream>(request)))
+impl wire::Ads for AdsService {
+    fn sotw(&self, req: http::Request<Body>) -> http::Response<Body> {
+        self.spawn::<SotwStream>(req)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<DeltaStream>(request)))
+    fn delta(&self, req: http::Request<Body>) -> http::Response<Body> {
+        self.spawn::<DeltaStream>(req)
     }
 }
 
 impl AdsService {
-    fn spawn<M: Machine>(
-        &self,
-        request: Request<Streaming<M::Request>>,
-    ) -> ResponseStream<M::Response> {
-        let peer = request.remote_addr();
+    fn spawn<M: Machine>(&self, request: http::Request<Body>) -> http::Response<Body> {
+        let peer = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr());
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let span = tracing::info_span!(
             "ads",
@@ -117,22 +101,28 @@ impl AdsService {
             peer = ?peer,
             node = tracing::field::Empty,
         );
+        let inbound = Streaming::new_request(
+            ProstDecoder::<M::Request>::default(),
+            request.into_body(),
+            None,
+            Some(MAX_MESSAGE_BYTES),
+        );
         let task = StreamTask::<M> {
-            inbound: request.into_inner(),
+            inbound,
             tx,
             snapshots: self.cache.subscribe(),
             nodes: self.nodes.clone(),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(task.run().instrument(span));
-        Box::pin(ReceiverStream::new(rx))
+        wire::response(ResponseBody::new(rx))
     }
 }
 
 /// A protocol state machine, as the stream task sees it.
 trait Machine: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Encode + Send + 'static;
     const PROTOCOL: Protocol;
     fn on_request(
         &mut self,
@@ -145,16 +135,16 @@ trait Machine: Default + Send + 'static {
 
 impl Machine for SotwStream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const PROTOCOL: Protocol = Protocol::Sotw;
     fn on_request(
         &mut self,
         req: DiscoveryRequest,
         snap: &Snapshot,
-    ) -> Result<Output<DiscoveryResponse>, XdsError> {
+    ) -> Result<Output<SotwResponse>, XdsError> {
         SotwStream::on_request(self, req, snap)
     }
-    fn on_snapshot(&mut self, snap: &Snapshot) -> Output<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snap: &Snapshot) -> Output<SotwResponse> {
         SotwStream::on_snapshot(self, snap)
     }
     fn node_id(&self) -> Option<&str> {
@@ -183,7 +173,7 @@ impl Machine for DeltaStream {
 
 struct StreamTask<M: Machine> {
     inbound: Streaming<M::Request>,
-    tx: mpsc::Sender<Result<M::Response, Status>>,
+    tx: mpsc::Sender<Result<Bytes, Status>>,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     nodes: Arc<NodeRegistry>,
     shutdown: CancellationToken,
@@ -195,6 +185,8 @@ enum End {
     ClientClosed,
     ClientError(Status),
     Refused(XdsError),
+    /// A response over the message size limit: Envoy could not take it either.
+    TooLarge(Status),
     CacheClosed,
 }
 
@@ -212,6 +204,10 @@ impl<M: Machine> StreamTask<M> {
             End::Refused(error) => {
                 info!(?node, %error, "ADS stream refused");
                 let _ = self.tx.send(Err(error.into())).await;
+            }
+            End::TooLarge(status) => {
+                tracing::warn!(?node, error = %status.message(), "ADS stream ended: response too large");
+                let _ = self.tx.send(Err(status)).await;
             }
             End::CacheClosed => debug!(?node, "snapshot cache closed"),
         }
@@ -270,10 +266,17 @@ impl<M: Machine> StreamTask<M> {
                 h.record(&out.events);
             }
             for response in out.responses {
+                // Framed here, one response at a time: at most STREAM_BUFFER of them wait for
+                // the transport, each in a buffer of its own size.
+                let framed = match wire::frame(&response, MAX_MESSAGE_BYTES) {
+                    Ok(bytes) => bytes,
+                    Err(status) => return End::TooLarge(status),
+                };
+                drop(response);
                 tokio::select! {
                     biased;
                     () = self.shutdown.cancelled() => return End::Shutdown,
-                    sent = self.tx.send(Ok(response)) => if sent.is_err() { return End::ClientClosed },
+                    sent = self.tx.send(Ok(framed)) => if sent.is_err() { return End::ClientClosed },
                 }
             }
         }
@@ -286,6 +289,8 @@ mod tests {
         config::core::v3::Node,
         service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
     };
+
+    use tokio_stream::wrappers::ReceiverStream;
 
     use super::*;
     use crate::xds::{cache::channel, fixtures::*, metrics::XdsMetrics, CLUSTER};

@@ -2,7 +2,7 @@
 //! responses and events out, no I/O.
 //!
 //! ```text
-//!  DiscoveryRequest ──► on_request ─┐                        ┌─► DiscoveryResponse (in order)
+//!  DiscoveryRequest ──► on_request ─┐                        ┌─► SotwResponse (in order)
 //!                                   ├─► per type: subscription, in flight, sent, acked ─┤
 //!  Snapshot change ───► on_snapshot ┘                        └─► Event (sent, ACK, NACK)
 //! ```
@@ -15,17 +15,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tracing::debug;
 
 use super::{
     names_version,
     protocol::{
-        blame, control_plane, is_wildcard_type, push_order, Event, Nonces, Output, Rejection,
+        blame, is_wildcard_type, push_order, rejection, Event, Held, Nonces, Output, Rejection,
         Subscription, XdsError, ROUTING_TYPES,
     },
-    Snapshot, XdsResource, CLUSTER,
+    ResourceList, Snapshot, XdsResource, CLUSTER,
 };
+
+/// A `DiscoveryResponse` as the state machine makes it: its resources are the snapshot's own,
+/// shared; their encoded bytes are copied only onto the wire (see `wire`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SotwResponse {
+    pub version_info: String,
+    pub type_url: String,
+    pub nonce: String,
+    /// In name order.
+    pub resources: ResourceList,
+}
 
 /// The protocol state of one state-of-the-world ADS stream.
 #[derive(Debug, Default)]
@@ -47,14 +58,25 @@ struct TypeState {
     last_nonce: Option<String>,
     in_flight: bool,
     /// What the last response held, in name order.
-    sent: Vec<Arc<XdsResource>>,
+    sent: ResourceList,
     sent_version: Option<String>,
     /// The last answer was a NACK of `sent_version`.
     rejected: bool,
     acked_version: Option<String>,
-    /// Names and versions as of the last ACK, to blame what changed when a NACK names nothing.
-    acked: BTreeMap<String, String>,
+    /// What Envoy held as of the last ACK, to blame what changed when a NACK names nothing.
+    acked: ResourceList,
     last_nack: Option<Rejection>,
+    /// The last [`TypeState::desired`], while the snapshot and the subscription stay the same.
+    desired: Option<Desired>,
+}
+
+/// What a stream should hold of a type, for one sealed snapshot.
+#[derive(Debug)]
+struct Desired {
+    snapshot: u64,
+    retain: bool,
+    resources: ResourceList,
+    version: String,
 }
 
 impl SotwStream {
@@ -85,7 +107,7 @@ impl SotwStream {
         &mut self,
         req: DiscoveryRequest,
         snap: &Snapshot,
-    ) -> Result<Output<DiscoveryResponse>, XdsError> {
+    ) -> Result<Output<SotwResponse>, XdsError> {
         if req.type_url.is_empty() {
             return Err(XdsError::MissingTypeUrl);
         }
@@ -110,13 +132,13 @@ impl SotwStream {
                 let version = st.sent_version.clone().unwrap_or_default();
                 match &req.error_detail {
                     Some(status) => {
-                        let sent = pairs(&st.sent);
-                        let rejection = Rejection {
-                            type_url: req.type_url.clone(),
-                            version,
-                            message: status.message.clone(),
-                            resource_names: blame(&status.message, &sent, &st.acked),
-                        };
+                        let sent = st
+                            .sent
+                            .iter()
+                            .map(|r| (r.name.as_str(), r.version.as_str()));
+                        let blamed =
+                            blame(&status.message, sent, &Held::Resources(st.acked.clone()));
+                        let rejection = rejection(&req.type_url, version, &status.message, blamed);
                         st.rejected = true;
                         st.last_nack = Some(rejection.clone());
                         out.events.push(Event::Nacked(rejection));
@@ -124,10 +146,11 @@ impl SotwStream {
                     None => {
                         st.rejected = false;
                         st.acked_version = Some(version.clone());
-                        st.acked = pairs(&st.sent).into_iter().collect();
+                        st.acked = st.sent.clone();
                         out.events.push(Event::Acked {
                             type_url: req.type_url.clone(),
                             version,
+                            accepted: Held::Resources(st.acked.clone()),
                         });
                     }
                 }
@@ -142,7 +165,7 @@ impl SotwStream {
     }
 
     /// A new snapshot was published: push what changed for this stream.
-    pub fn on_snapshot(&mut self, snap: &Snapshot) -> Output<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snap: &Snapshot) -> Output<SotwResponse> {
         let mut out = Output::default();
         self.flush(snap, &mut out);
         out
@@ -150,7 +173,7 @@ impl SotwStream {
 
     /// Sends, in push order, every type whose content for this stream differs from what it was
     /// last sent, unless it waits for an answer (which then holds the types after it).
-    fn flush(&mut self, snap: &Snapshot, out: &mut Output<DiscoveryResponse>) {
+    fn flush(&mut self, snap: &Snapshot, out: &mut Output<SotwResponse>) {
         let routes_converged = self.routes_converged(snap);
         let mut held = false;
         for type_url in push_order(self.types.keys()) {
@@ -159,8 +182,7 @@ impl SotwStream {
                 continue;
             }
             let retain = type_url == CLUSTER && !routes_converged;
-            let desired = st.desired(&type_url, snap, retain);
-            let version = version_of(&desired);
+            let (desired, version) = st.desired(&type_url, snap, retain);
 
             if let Some(resume) = st.resume_version.take() {
                 if st.sent_version.is_none() && resume == version {
@@ -168,12 +190,12 @@ impl SotwStream {
                     st.sent = desired;
                     st.sent_version = Some(version.clone());
                     st.acked_version = Some(version.clone());
-                    st.acked = pairs(&st.sent).into_iter().collect();
+                    st.acked = st.sent.clone();
                     st.resubscribed = false;
                     out.events.push(Event::Resumed {
                         type_url: type_url.clone(),
                         version,
-                        resources: pairs(&st.sent),
+                        resources: Held::Resources(st.sent.clone()),
                     });
                     continue;
                 }
@@ -189,14 +211,14 @@ impl SotwStream {
                 continue;
             }
             let nonce = self.nonces.next();
-            out.responses.push(DiscoveryResponse {
+            out.responses.push(SotwResponse {
                 version_info: version.clone(),
-                resources: desired.iter().map(|r| r.any.clone()).collect(),
+                resources: desired.clone(),
                 type_url: type_url.clone(),
                 nonce: nonce.clone(),
-                control_plane: control_plane(),
-                ..Default::default()
             });
+            // What was computed for this snapshot stays right with `sent` replaced by it: the
+            // resources kept back (retain) are in both.
             st.sent = desired;
             st.sent_version = Some(version.clone());
             st.last_nonce = Some(nonce.clone());
@@ -207,22 +229,23 @@ impl SotwStream {
                 type_url,
                 version,
                 nonce,
-                resources: pairs(&st.sent),
+                resources: Held::Resources(st.sent.clone()),
             });
         }
     }
 
     /// Whether this stream's listeners and routes are ACKed at what the snapshot holds for it,
     /// so no route of Envoy's can still name a cluster that left the snapshot.
-    fn routes_converged(&self, snap: &Snapshot) -> bool {
-        ROUTING_TYPES.iter().all(|t| match self.types.get(*t) {
+    fn routes_converged(&mut self, snap: &Snapshot) -> bool {
+        ROUTING_TYPES.iter().all(|t| match self.types.get_mut(*t) {
             None => true,
             Some(st) if st.sub.is_empty() && st.sent_version.is_none() => true,
             Some(st) => {
-                let version = version_of(&st.desired(t, snap, false));
-                !st.in_flight
-                    && st.sent_version.as_deref() == Some(version.as_str())
-                    && st.acked_version == st.sent_version
+                if st.in_flight || st.acked_version != st.sent_version {
+                    return false;
+                }
+                let (_, version) = st.desired(t, snap, false);
+                st.sent_version.as_deref() == Some(version.as_str())
             }
         })
     }
@@ -237,25 +260,69 @@ impl TypeState {
         } else if !names.is_empty() {
             self.legacy_wildcard = false;
         }
-        let sub = Subscription {
-            wildcard: self.legacy_wildcard || names.iter().any(|n| n == "*"),
-            names: names
+        let wildcard = self.legacy_wildcard || names.iter().any(|n| n == "*");
+        // Most requests (ACKs) repeat the subscription: compare before building a new one.
+        let same = wildcard == self.sub.wildcard
+            && names.iter().filter(|n| *n != "*").count() == self.sub.names.len()
+            && names
                 .iter()
                 .filter(|n| *n != "*")
-                .cloned()
-                .collect::<BTreeSet<_>>(),
-        };
-        if sub != self.sub {
-            self.sub = sub;
+                .all(|n| self.sub.names.contains(n));
+        if !same {
+            self.sub = Subscription {
+                wildcard,
+                names: names
+                    .iter()
+                    .filter(|n| *n != "*")
+                    .cloned()
+                    .collect::<BTreeSet<_>>(),
+            };
             self.resubscribed = true;
+            self.desired = None;
         }
     }
 
-    /// What this stream should hold of `type_url`: the subscribed resources that exist, plus,
-    /// when `retain`, those it was sent that have since left the snapshot.
-    fn desired(&self, type_url: &str, snap: &Snapshot, retain: bool) -> Vec<Arc<XdsResource>> {
-        let mut desired: BTreeMap<&str, &Arc<XdsResource>> = BTreeMap::new();
+    /// What this stream should hold of `type_url` and its version: the subscribed resources
+    /// that exist, plus, when `retain`, those it was sent that have since left the snapshot.
+    /// Worked out once per sealed snapshot (and subscription); for a wildcard it is the
+    /// snapshot's own shared list and version.
+    fn desired(&mut self, type_url: &str, snap: &Snapshot, retain: bool) -> (ResourceList, String) {
+        if let (Some(id), Some(d)) = (snap.sealed_id(), &self.desired) {
+            if d.snapshot == id && d.retain == retain {
+                return (d.resources.clone(), d.version.clone());
+            }
+        }
+        let (resources, version) = self.compute(type_url, snap, retain);
+        if let Some(id) = snap.sealed_id() {
+            self.desired = Some(Desired {
+                snapshot: id,
+                retain,
+                resources: resources.clone(),
+                version: version.clone(),
+            });
+        }
+        (resources, version)
+    }
+
+    fn compute(&self, type_url: &str, snap: &Snapshot, retain: bool) -> (ResourceList, String) {
         let current = snap.of_type(type_url);
+        // A stream last sent the snapshot's own list has nothing that left it.
+        let gone: Vec<&Arc<XdsResource>> = if retain
+            && !(snap.sealed_id().is_some() && Arc::ptr_eq(&self.sent, &snap.all_of(type_url)))
+        {
+            self.sent
+                .iter()
+                .filter(|r| {
+                    current.is_none_or(|c| !c.contains_key(&r.name)) && self.sub.matches(&r.name)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if self.sub.wildcard && gone.is_empty() {
+            return (snap.all_of(type_url), snap.type_version(type_url));
+        }
+        let mut desired: BTreeMap<&str, &Arc<XdsResource>> = BTreeMap::new();
         if let Some(current) = current {
             if self.sub.wildcard {
                 desired.extend(current.iter().map(|(n, r)| (n.as_str(), r)));
@@ -267,15 +334,12 @@ impl TypeState {
                 }
             }
         }
-        if retain {
-            for r in &self.sent {
-                let gone = current.is_none_or(|c| !c.contains_key(&r.name));
-                if gone && self.sub.matches(&r.name) {
-                    desired.insert(r.name.as_str(), r);
-                }
-            }
+        for r in gone {
+            desired.insert(r.name.as_str(), r);
         }
-        desired.into_values().cloned().collect()
+        let resources: ResourceList = desired.into_values().cloned().collect();
+        let version = version_of(&resources);
+        (resources, version)
     }
 }
 
@@ -286,13 +350,6 @@ fn version_of(resources: &[Arc<XdsResource>]) -> String {
             .iter()
             .map(|r| (r.name.as_str(), r.version.as_str())),
     )
-}
-
-fn pairs(resources: &[Arc<XdsResource>]) -> Vec<(String, String)> {
-    resources
-        .iter()
-        .map(|r| (r.name.clone(), r.version.clone()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -314,7 +371,7 @@ mod tests {
         }
     }
 
-    fn ack(resp: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
+    fn ack(resp: &SotwResponse, names: &[&str]) -> DiscoveryRequest {
         DiscoveryRequest {
             version_info: resp.version_info.clone(),
             response_nonce: resp.nonce.clone(),
@@ -322,7 +379,7 @@ mod tests {
         }
     }
 
-    fn nack(resp: &DiscoveryResponse, names: &[&str], previous: &str) -> DiscoveryRequest {
+    fn nack(resp: &SotwResponse, names: &[&str], previous: &str) -> DiscoveryRequest {
         DiscoveryRequest {
             version_info: previous.into(),
             response_nonce: resp.nonce.clone(),
@@ -335,13 +392,13 @@ mod tests {
         }
     }
 
-    fn one(out: Output<DiscoveryResponse>) -> DiscoveryResponse {
+    fn one(out: Output<SotwResponse>) -> SotwResponse {
         assert_eq!(out.responses.len(), 1, "{:?}", out.responses);
         out.responses.into_iter().next().unwrap()
     }
 
-    fn names(resp: &DiscoveryResponse) -> Vec<String> {
-        names_in(&resp.type_url, &resp.resources)
+    fn names(resp: &SotwResponse) -> Vec<String> {
+        names_in(&resp.type_url, resp.resources.iter().map(|r| &r.any))
     }
 
     /// A stream that has subscribed to and ACKed all four types of `snap`.
@@ -376,7 +433,13 @@ mod tests {
             out.events,
             [Event::Acked {
                 type_url: CLUSTER.into(),
-                version: r.version_info.clone()
+                version: r.version_info.clone(),
+                accepted: snap
+                    .of_type(CLUSTER)
+                    .unwrap()
+                    .iter()
+                    .map(|(n, r)| (n.as_str(), r.version.as_str()))
+                    .collect(),
             }]
         );
         assert_eq!(s.acked_version(CLUSTER), Some(r.version_info.as_str()));
@@ -726,5 +789,95 @@ mod tests {
             s.on_request(DiscoveryRequest::default(), &Snapshot::default()),
             Err(XdsError::MissingTypeUrl)
         ));
+    }
+
+    #[test]
+    fn wildcard_streams_share_the_snapshot_s_list() {
+        let snap = snapshot([cluster("a"), cluster("b"), listener("l")]);
+        let all = snap.all_of(CLUSTER);
+        let mut streams = [SotwStream::new(), SotwStream::new()];
+        for s in &mut streams {
+            let out = s.on_request(request(CLUSTER, &[]), &snap).unwrap();
+            let Event::Sent { resources, .. } = &out.events[0] else {
+                panic!("{:?}", out.events)
+            };
+            // What the registry is told is the snapshot's own list, not a copy per stream.
+            assert!(matches!(resources, Held::Resources(l) if Arc::ptr_eq(l, &all)));
+            let r = one(out);
+            s.on_request(ack(&r, &[]), &snap).unwrap();
+            let st = &s.types[CLUSTER];
+            assert!(Arc::ptr_eq(&st.sent, &all) && Arc::ptr_eq(&st.acked, &all));
+        }
+    }
+
+    #[test]
+    fn ack_of_the_current_snapshot_reuses_what_was_worked_out() {
+        let snap = snapshot([endpoints("a"), endpoints("b"), endpoints("c")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ENDPOINT, &["a", "b"]), &snap).unwrap());
+        let worked_out = s.types[ENDPOINT]
+            .desired
+            .as_ref()
+            .unwrap()
+            .resources
+            .clone();
+        assert!(s
+            .on_request(ack(&r, &["a", "b"]), &snap)
+            .unwrap()
+            .responses
+            .is_empty());
+        let after_ack = &s.types[ENDPOINT].desired.as_ref().unwrap().resources;
+        assert!(Arc::ptr_eq(&worked_out, after_ack), "recomputed on ACK");
+        // A change of names is worked out again, on the same snapshot.
+        let r = one(s.on_request(ack(&r, &["a", "c"]), &snap).unwrap());
+        assert_eq!(names(&r), ["a", "c"]);
+        // And so is a new snapshot.
+        let next = snapshot([endpoints("a"), endpoints_v("c", 2)]);
+        let r = one(s.on_request(ack(&r, &["a", "c"]), &next).unwrap());
+        assert_eq!(
+            r.version_info,
+            version_of(&[
+                next.of_type(ENDPOINT).unwrap()["a"].clone(),
+                next.of_type(ENDPOINT).unwrap()["c"].clone()
+            ])
+        );
+    }
+
+    #[test]
+    fn sealed_and_unsealed_snapshots_get_the_same_answers() {
+        fn script(seal: bool) -> Vec<(String, String, Vec<String>)> {
+            let make = |r: Vec<Arc<XdsResource>>| if seal { snapshot(r) } else { unsealed(r) };
+            let snap = make(vec![
+                cluster("a"),
+                cluster("b"),
+                listener("l"),
+                routes("r", "to-b"),
+            ]);
+            let mut s = converged(&snap, &[], &["r"]);
+            let next = make(vec![
+                cluster("a"),
+                cluster("c"),
+                listener("l"),
+                routes("r", "to-c"),
+            ]);
+            let mut log = Vec::new();
+            let mut out = s.on_snapshot(&next).responses;
+            while !out.is_empty() {
+                let r = out.remove(0);
+                log.push((r.type_url.clone(), r.version_info.clone(), names(&r)));
+                let names: Vec<&str> = if r.type_url == ROUTE {
+                    vec!["r"]
+                } else {
+                    vec![]
+                };
+                out.extend(s.on_request(ack(&r, &names), &next).unwrap().responses);
+            }
+            log
+        }
+        let sealed = script(true);
+        assert_eq!(sealed, script(false));
+        // Routes, the CDS update keeping "b", then its removal.
+        assert_eq!(sealed.len(), 3, "{sealed:?}");
+        assert_eq!(sealed.last().unwrap().2, ["a", "c"]);
     }
 }
