@@ -530,3 +530,4 @@ fn validation_judges_each_proposal_on_its_own() {
 }
 
 mod aws_lambda;
+mod incremental;
