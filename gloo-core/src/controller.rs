@@ -159,7 +159,8 @@ impl Controller {
                     Work::Whole(input) => tr.replace(&input),
                     Work::Changes(changes) => tr.apply(changes),
                 };
-                let out = publish.then(|| (Arc::new(t.snapshot.clone()), t.changed_reports.clone()));
+                let out =
+                    publish.then(|| (Arc::new(t.snapshot.clone()), t.changed_reports.clone()));
                 (tr, out)
             })
             .await;

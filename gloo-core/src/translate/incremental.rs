@@ -76,8 +76,8 @@ pub struct Translator {
     plugins: Vec<Box<dyn Plugin>>,
     input: Input,
     index: Index,
-    /// Endpoints objects by the (namespace, upstream) they name.
-    endpoints_of: HashMap<(String, String), BTreeSet<Key>>,
+    /// Endpoints objects by the Upstream they name.
+    endpoints_of: HashMap<Key, BTreeSet<Key>>,
     units: HashMap<Key, Unit>,
     readers: HashMap<Key, HashSet<Key>>,
     rejected_upstreams: Arc<HashSet<Key>>,
@@ -86,7 +86,8 @@ pub struct Translator {
     plugin_step: Step,
     plugin_clusters: BTreeMap<String, Arc<XdsResource>>,
     gateway_step: Step,
-    gateway_origins: BTreeMap<String, Vec<Key>>,
+    /// The names the gateways step gave origins for.
+    gateway_origins: BTreeSet<String>,
     out: Translation,
     started: bool,
     /// Whether to keep the Envoy resources; without them a pass gives only the reports.
@@ -148,7 +149,14 @@ fn replace_unit(
     let old = match unit {
         Some(u) => {
             for r in &u.reads {
-                readers.entry(r.clone()).or_default().insert(key.clone());
+                match readers.get_mut(r) {
+                    Some(set) => {
+                        set.insert(key.clone());
+                    }
+                    None => {
+                        readers.insert(r.clone(), HashSet::from([key.clone()]));
+                    }
+                }
             }
             units.insert(key.clone(), u)
         }
@@ -198,7 +206,7 @@ impl Translator {
             plugin_step: Step::default(),
             plugin_clusters: BTreeMap::new(),
             gateway_step: Step::default(),
-            gateway_origins: BTreeMap::new(),
+            gateway_origins: BTreeSet::new(),
             out,
             started: false,
             keep_resources: true,
@@ -283,7 +291,7 @@ impl Translator {
                 ];
                 for (i, up) in ups.into_iter().enumerate() {
                     let Some(up) = up else { continue };
-                    let at = (key.namespace.clone(), up.to_string());
+                    let at = Key::new(Kind::Upstream, &key.namespace, up);
                     if i == 0 {
                         if let Some(set) = self.endpoints_of.get_mut(&at) {
                             set.remove(&key);
@@ -297,7 +305,7 @@ impl Translator {
                             .or_default()
                             .insert(key.clone());
                     }
-                    dirty_upstreams.insert(Key::new(Kind::Upstream, at.0, at.1));
+                    dirty_upstreams.insert(at);
                 }
             }
             match new {
@@ -364,6 +372,7 @@ impl Translator {
 
         // 1. Upstreams → clusters and endpoint assignments.
         let mut flipped: BTreeSet<Key> = BTreeSet::new();
+        let mut regateway = false;
         {
             let rejected = Arc::make_mut(rejected_upstreams);
             for key in &dirty_upstreams {
@@ -373,16 +382,13 @@ impl Translator {
                 };
                 let unit = spec.map(|spec| {
                     let eps: Vec<&Arc<Resource>> = endpoints_of
-                        .get(&(key.namespace.clone(), key.name.clone()))
+                        .get(key)
                         .into_iter()
                         .flatten()
                         .filter_map(|k| input.objects.get(k))
                         .collect();
                     let built = upstreams::translate_one(&ctx, plugins, key, spec, &eps);
-                    let report = built
-                        .as_ref()
-                        .err()
-                        .map(|e| report_of(State::Rejected, e));
+                    let report = built.as_ref().err().map(|e| report_of(State::Rejected, e));
                     Unit {
                         reads: ctx.take_reads(),
                         report,
@@ -431,10 +437,9 @@ impl Translator {
                 if keep && exists {
                     out.origins.insert(cluster, vec![key.clone()]);
                 } else if keep && old.is_some() {
-                    match gateway_origins.get(&cluster) {
-                        Some(keys) => out.origins.insert(cluster, keys.clone()),
-                        None => out.origins.remove(&cluster),
-                    };
+                    out.origins.remove(&cluster);
+                    // A gateway's resource of the same name shows again.
+                    regateway |= gateway_origins.contains(&cluster);
                 }
                 touched.insert(key.clone());
             }
@@ -580,6 +585,7 @@ impl Translator {
         // 5. Gateways → listeners, route configurations, SDS secrets.
         let gateways_changed = changed.iter().any(|k| k.kind == Kind::Gateway);
         if first
+            || regateway
             || vhosts_changed
             || gateways_changed
             || !flipped.is_empty()
@@ -605,20 +611,20 @@ impl Translator {
                 );
             }
             let origins = if keep { origins } else { BTreeMap::new() };
-            let upstream_owns = |name: &str| {
-                cluster_upstream(name).is_some_and(|k| input.objects.contains_key(&k))
-            };
-            for name in gateway_origins.keys() {
+            let upstream_owns =
+                |name: &str| cluster_upstream(name).is_some_and(|k| input.objects.contains_key(&k));
+            for name in gateway_origins.iter() {
                 if !origins.contains_key(name) && !upstream_owns(name) {
                     out.origins.remove(name);
                 }
             }
-            for (name, keys) in &origins {
-                if !upstream_owns(name) {
-                    out.origins.insert(name.clone(), keys.clone());
+            gateway_origins.clear();
+            for (name, keys) in origins {
+                gateway_origins.insert(name.clone());
+                if !upstream_owns(&name) {
+                    out.origins.insert(name, keys);
                 }
             }
-            *gateway_origins = origins;
             touched.extend(gateway_step.reports.keys().cloned());
             touched.extend(step.reports.keys().cloned());
             *gateway_step = step;

@@ -6,7 +6,8 @@
 //! state after the write is translated, by a translator kept in step with the store between
 //! writes: it is told what changed (the store's events, when it watches the store; else a
 //! comparison with the whole state), and the proposal is applied on top as one more change.
-//! So a write costs what it touches, like a controller pass. The proposal is left applied;
+//! So a write costs what it touches, like a controller pass, and the translator keeps only
+//! what reports need (no encoded Envoy resource). The proposal is left applied;
 //! before the next write the keys it touched are set back to what the store holds (the same
 //! content when it was committed, which costs nothing).
 //!

@@ -60,8 +60,12 @@ const TARGETS: [&str; 6] = ["u0", "u1", "u2", "aws", "gcp", "missing"];
 fn variant(rng: &mut Rng, kind: Kind, name: &str) -> Value {
     match kind {
         Kind::Secret => match rng.below(3) {
-            0 => json!({"tls": {"certChain": "c", "privateKey": "k", "rootCa": format!("ca{}", rng.below(3))}}),
-            1 => json!({"aws": {"accessKeyId": format!("a{}", rng.below(3)), "secretAccessKey": "s"}}),
+            0 => {
+                json!({"tls": {"certChain": "c", "privateKey": "k", "rootCa": format!("ca{}", rng.below(3))}})
+            }
+            1 => {
+                json!({"aws": {"accessKeyId": format!("a{}", rng.below(3)), "secretAccessKey": "s"}})
+            }
             _ => json!({"opaque": {"data": {"token": format!("t{}", rng.below(3))}}}),
         },
         Kind::Upstream => {
@@ -71,12 +75,17 @@ fn variant(rng: &mut Rng, kind: Kind, name: &str) -> Value {
                 "gcp" => {
                     let mut g = json!({"project": "p"});
                     if rng.below(2) == 0 {
-                        g["functionAuth"] = json!({"tokenSecretRef": {"name": rng.pick(&["s0", "s1"])}});
+                        g["functionAuth"] =
+                            json!({"tokenSecretRef": {"name": rng.pick(&["s0", "s1"])}});
                     }
                     json!({ "gcp": g })
                 }
-                _ if rng.below(2) == 0 => json!({"kube": {"serviceName": name, "servicePort": 8080}}),
-                _ => json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": 1000 + rng.below(3)}]}}),
+                _ if rng.below(2) == 0 => {
+                    json!({"kube": {"serviceName": name, "servicePort": 8080}})
+                }
+                _ => {
+                    json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": 1000 + rng.below(3)}]}})
+                }
             };
             match rng.below(4) {
                 0 => spec["tls"] = json!({"secretRef": {"name": rng.pick(&["s0", "s1"])}}),
@@ -124,7 +133,9 @@ fn variant(rng: &mut Rng, kind: Kind, name: &str) -> Value {
         Kind::Gateway => {
             let mut g = json!({"bindAddress": "127.0.0.1", "bindPort": 8080 + rng.below(2)});
             match rng.below(4) {
-                0 => g["virtualServices"] = json!([{"name": rng.pick(&["v0", "v1", "v2", "nope"])}]),
+                0 => {
+                    g["virtualServices"] = json!([{"name": rng.pick(&["v0", "v1", "v2", "nope"])}])
+                }
                 1 => g["tcpUpstream"] = json!({"name": rng.pick(&TARGETS)}),
                 _ => {}
             }
@@ -190,7 +201,13 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
                     generations[i] += 1;
                     // A re-created object gets a new uid, as the store gives it.
                     let uid = (step * 100 + i) as u64;
-                    let r = object(kind, name, uid, generations[i], variant(&mut rng, kind, name));
+                    let r = object(
+                        kind,
+                        name,
+                        uid,
+                        generations[i],
+                        variant(&mut rng, kind, name),
+                    );
                     Some(Arc::new(r))
                 };
                 changes.push((key, change));
@@ -205,7 +222,10 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
                 .filter(|k| want.reports.get(*k) != before.reports.get(*k))
                 .cloned()
                 .collect();
-            assert_eq!(got.changed_reports, differ, "changed reports at step {step}");
+            assert_eq!(
+                got.changed_reports, differ,
+                "changed reports at step {step}"
+            );
             before = got;
         }
     }
