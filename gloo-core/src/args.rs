@@ -137,7 +137,7 @@ impl Args {
         let ready = admin.ready.clone();
 
         let storage = Arc::new(Storage::new(store.clone()).with_validator({
-            let v = translate::validate::Validator::new();
+            let v = translate::validate::Validator::watching(&store);
             Arc::new(move |state, writes| v.validate(state, writes))
         }));
         let controller = Controller {

@@ -8,16 +8,26 @@
 //! ```
 //!
 //! A single change is translated at once; changes that arrive while a pass runs are taken
-//! together by the next pass, so a burst costs a few passes, not one per change. Writes that
-//! only change statuses (the reporter's own) do not start a pass.
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+//! together by the next pass, so a burst costs a few passes, not one per change. A pass is
+//! given the keys the store's events named, as they are now, and the translator re-translates
+//! only what they touch; only when events were missed does it look at the whole store. Writes
+//! that only change statuses (the reporter's own) publish nothing: the translator just takes
+//! the store's new copies, so it shares every object with the store.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use prometheus_client::{
     metrics::{counter::Counter, histogram::Histogram},
     registry::Registry,
 };
-use proto::v1::{status::State, Status};
-use tokio::sync::{broadcast::error::TryRecvError, mpsc};
+use proto::v1::{status::State, Resource, Status};
+use tokio::sync::{
+    broadcast::error::{RecvError, TryRecvError},
+    mpsc,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -25,7 +35,7 @@ use crate::{
     auth::Identity,
     resource::Key,
     storage::Storage,
-    store::Store,
+    store::{Event, Store},
     translate::{Input, Translation, Translator},
     xds::{cache::SnapshotPublisher, nodes::Nack, Snapshot},
 };
@@ -103,37 +113,85 @@ pub struct Controller {
     pub metrics: ControllerMetrics,
 }
 
+/// What a pass translates: the whole store (the first pass, or after missed events), or the
+/// objects that changed, as they are now.
+enum Work {
+    Whole(Input),
+    Changes(Vec<(Key, Option<Arc<Resource>>)>),
+}
+
 impl Controller {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let identity = Identity::internal(REPORTER);
         let mut events = self.store.subscribe();
         let mut rejections = Rejections::default();
-        // Kept across passes: it reuses what did not change.
-        let mut translator: Option<Translator> = None;
+        // Kept across passes: it re-translates only what the changed objects touch.
+        let mut translator: Option<Translator> = Some(Translator::new());
+        let mut whole = true;
+        // The keys events named since the last pass, and whether any changed more than a
+        // status (only statuses: the translator just takes the store's new copies).
+        let mut pending: BTreeSet<Key> = BTreeSet::new();
+        let mut real = true;
+        // The objects the last report blamed on Envoy (their statuses change when it stops).
+        let mut blamed: BTreeSet<Key> = BTreeSet::new();
+        let mut snapshot = Arc::new(Snapshot::default());
         loop {
             let started = Instant::now();
-            let input = Input::from_state(&self.store.read());
+            let work = {
+                let state = self.store.read();
+                if whole {
+                    Work::Whole(Input::from_state(&state))
+                } else {
+                    Work::Changes(
+                        pending
+                            .iter()
+                            .map(|k| (k.clone(), state.get(k).cloned()))
+                            .collect(),
+                    )
+                }
+            };
+            let changed_keys = std::mem::take(&mut pending);
+            let was_whole = std::mem::replace(&mut whole, false);
+            let publish = std::mem::replace(&mut real, false);
             let mut tr = translator.take().unwrap_or_default();
             let pass = tokio::task::spawn_blocking(move || {
-                let t = tr.translate(&input);
-                (tr, t)
+                let t = match work {
+                    Work::Whole(input) => tr.replace(&input),
+                    Work::Changes(changes) => tr.apply(changes),
+                };
+                let out =
+                    publish.then(|| (Arc::new(t.snapshot.clone()), t.changed_reports.clone()));
+                (tr, out)
             })
             .await;
-            let Ok((tr, t)) = pass else {
+            let Ok((tr, out)) = pass else {
                 warn!("translation pass panicked; starting again from scratch");
+                whole = true;
+                real = true;
                 continue;
             };
             translator = Some(tr);
-            self.metrics.passes.inc();
-            self.metrics
-                .duration
-                .observe(started.elapsed().as_secs_f64());
-            debug!(took_ms = started.elapsed().as_millis() as u64, "translated");
-            self.publisher.publish(t.snapshot.clone());
-            rejections.retain_current(&t.snapshot);
-            self.report(&identity, &t, &rejections).await;
+            if let Some((snap, changed_reports)) = out {
+                self.metrics.passes.inc();
+                self.metrics
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
+                debug!(took_ms = started.elapsed().as_millis() as u64, "translated");
+                snapshot = snap;
+                self.publisher.publish(snapshot.clone());
+                rejections.retain_current(&snapshot);
+                let t = translator.as_ref().expect("kept").current();
+                let candidates: BTreeSet<Key> = if was_whole {
+                    t.reports.keys().cloned().collect()
+                } else {
+                    changed_reports.into_iter().chain(changed_keys).collect()
+                };
+                blamed = self
+                    .report(&identity, t, &rejections, candidates, &blamed)
+                    .await;
+            }
 
-            // Wait for a change that matters, or a NACK to report.
+            // Wait for a change, or a NACK to report.
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -142,24 +200,53 @@ impl Controller {
                         warn!(node = %nack.node, type_url = %nack.type_url, version = %nack.version,
                               resources = ?nack.resource_names, message = %nack.message,
                               "Envoy rejected configuration");
-                        rejections.record(&nack, &t.snapshot);
-                        self.report(&identity, &t, &rejections).await;
+                        rejections.record(&nack, &snapshot);
+                        let t = translator.as_ref().expect("kept").current();
+                        blamed = self
+                            .report(&identity, t, &rejections, BTreeSet::new(), &blamed)
+                            .await;
                     }
-                    ev = events.recv() => match ev {
-                        Ok(batch) if batch.iter().all(|e| e.status_only) => continue,
-                        Ok(_) | Err(_) => {
-                            // Take whatever else is already queued into the same pass.
-                            while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
-                            break;
+                    ev = events.recv() => {
+                        let mut take = |batch: &[Event]| {
+                            for e in batch {
+                                real |= !e.status_only;
+                                pending.extend(Key::of(&e.resource));
+                            }
+                        };
+                        match ev {
+                            Ok(batch) => take(&batch),
+                            Err(RecvError::Lagged(_)) => whole = true,
+                            Err(RecvError::Closed) => return,
                         }
-                    },
+                        // Take whatever else is already queued into the same pass.
+                        loop {
+                            match events.try_recv() {
+                                Ok(batch) => take(&batch),
+                                Err(TryRecvError::Lagged(_)) => whole = true,
+                                Err(_) => break,
+                            }
+                        }
+                        if whole {
+                            real = true;
+                        }
+                        break;
+                    }
                 }
             }
         }
     }
 
-    /// Writes every status that differs from what is stored, in one transaction.
-    async fn report(&self, identity: &Arc<Identity>, t: &Translation, rejections: &Rejections) {
+    /// Writes, in one transaction, every status that differs from what is stored, among the
+    /// `candidates` (objects whose report or spec changed) and the objects Envoy's rejections
+    /// name now or named last time. Returns the objects blamed on Envoy now.
+    async fn report(
+        &self,
+        identity: &Arc<Identity>,
+        t: &Translation,
+        rejections: &Rejections,
+        mut candidates: BTreeSet<Key>,
+        blamed_before: &BTreeSet<Key>,
+    ) -> BTreeSet<Key> {
         let mut envoy: BTreeMap<&Key, Vec<String>> = BTreeMap::new();
         for (name, (_, message, node)) in &rejections.by_name {
             let keys = t.origins.get(name).map(Vec::as_slice).unwrap_or(&[]);
@@ -183,10 +270,16 @@ impl Controller {
                     .push(format!("Envoy ({node}) rejected {name}: {message}"));
             }
         }
+        let blamed: BTreeSet<Key> = envoy.keys().map(|k| (*k).clone()).collect();
+        candidates.extend(blamed.iter().cloned());
+        candidates.extend(blamed_before.iter().cloned());
         let mut items = Vec::new();
         {
             let state = self.store.read();
-            for (key, report) in &t.reports {
+            for key in &candidates {
+                let Some(report) = t.reports.get(key) else {
+                    continue;
+                };
                 let Some(current) = state.get(key) else {
                     continue;
                 };
@@ -207,7 +300,7 @@ impl Controller {
             }
         }
         if items.is_empty() {
-            return;
+            return blamed;
         }
         let storage = self.storage.clone();
         let identity = identity.clone();
@@ -220,5 +313,6 @@ impl Controller {
             Ok(Err(e)) => warn!(%e, "writing statuses"),
             Err(e) => warn!(%e, "writing statuses"),
         }
+        blamed
     }
 }

@@ -74,7 +74,7 @@ fn served<'v>(
 fn http_filters(vhosts: &[&Arc<VirtualHostOut>]) -> Vec<HttpFilter> {
     let mut staged: Vec<&(Stage, usize, HttpFilter)> =
         vhosts.iter().flat_map(|v| v.filters.iter()).collect();
-    staged.sort_by_key(|(stage, i, f)| (*stage, *i, f.name.clone()));
+    staged.sort_by(|a, b| (a.0, a.1, &a.2.name).cmp(&(b.0, b.1, &b.2.name)));
     staged.dedup_by(|a, b| a.2.name == b.2.name);
     let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f.clone()).collect();
     filters.push(HttpFilter {

@@ -2,7 +2,8 @@
 //! a report per object. No I/O, no store, no tonic: it is unit-tested and benchmarked alone.
 //!
 //! ```text
-//!  Input (all objects) ─► Context (indexes: upstreams, functions, endpoints, groups)
+//!  changed objects ─► Translator (incremental.rs: kept input, index, per-object results)
+//!                      │ Context: lookups by kind/namespace/name, each one recorded
 //!     1. upstreams.rs   Upstream      ─► Cluster           (+ upstream plugins)
 //!     2. functions      Function      ─► looked up by routes (function plugins)
 //!     3. routes.rs      VirtualService ─► VirtualHost/Routes (+ route plugins)
@@ -11,11 +12,15 @@
 //!  ─► Translation { snapshot (each resource encoded once), reports }
 //! ```
 //!
+//! A pass re-translates only the objects that changed and those whose translation looked one
+//! of them up (see `incremental.rs`); its result always equals a translation from scratch.
+//!
 //! Errors are per object: a VirtualService with a route to a missing Upstream is Rejected and
 //! left out, everything else still translates. A route to a Function that does not exist yet
 //! is a Warning (the route answers 503 until it appears).
 use std::{
-    collections::{BTreeMap, HashMap},
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -23,6 +28,7 @@ use proto::v1::{resource::Spec, status::State, Kind, Resource};
 
 use crate::{resource::Key, xds};
 
+mod incremental;
 pub mod listeners;
 pub mod plugins;
 pub mod routes;
@@ -75,6 +81,8 @@ pub type Reports = BTreeMap<Key, Report>;
 #[derive(Default)]
 pub struct Reporter {
     reports: Reports,
+    /// The Upstreams Rejected by step 1, which runs apart from the steps that ask.
+    rejected_upstreams: Arc<HashSet<Key>>,
 }
 
 impl Reporter {
@@ -84,6 +92,13 @@ impl Reporter {
             State::Accepted => 1,
             State::Warning => 2,
             State::Rejected => 3,
+        }
+    }
+
+    fn after_upstreams(rejected_upstreams: Arc<HashSet<Key>>) -> Self {
+        Reporter {
+            reports: Reports::new(),
+            rejected_upstreams,
         }
     }
 
@@ -98,13 +113,7 @@ impl Reporter {
             .reports
             .entry(key.clone())
             .or_insert_with(Report::accepted);
-        if Self::rank(state) > Self::rank(r.state) {
-            r.state = state;
-        }
-        if !r.reason.is_empty() {
-            r.reason.push_str("; ");
-        }
-        r.reason.push_str(&reason);
+        r.merge(state, &reason);
     }
 
     pub fn warn(&mut self, key: &Key, reason: impl Into<String>) {
@@ -116,13 +125,28 @@ impl Reporter {
     }
 
     pub fn is_rejected(&self, key: &Key) -> bool {
-        self.reports
-            .get(key)
-            .is_some_and(|r| r.state == State::Rejected)
+        self.rejected_upstreams.contains(key)
+            || self
+                .reports
+                .get(key)
+                .is_some_and(|r| r.state == State::Rejected)
     }
 
     pub fn into_reports(self) -> Reports {
         self.reports
+    }
+}
+
+impl Report {
+    /// Adds what another step said: the worse state wins, reasons accumulate in order.
+    fn merge(&mut self, state: State, reason: &str) {
+        if Reporter::rank(state) > Reporter::rank(self.state) {
+            self.state = state;
+        }
+        if !self.reason.is_empty() {
+            self.reason.push_str("; ");
+        }
+        self.reason.push_str(reason);
     }
 }
 
@@ -134,6 +158,9 @@ pub struct Translation {
     /// The objects each Envoy resource was made from, by resource name, so that Envoy's verdict
     /// on a resource (a NACK) can be reported on them.
     pub origins: BTreeMap<String, Vec<Key>>,
+    /// The objects whose report this pass changed, or added or removed (after a pass from
+    /// scratch: every object), so that only their statuses need a look.
+    pub changed_reports: BTreeSet<Key>,
 }
 
 /// Envoy names of our objects (Gloo's convention: `<name>_<namespace>`).
@@ -155,49 +182,85 @@ pub mod names {
 /// Names one version of an object's spec: (uid, generation). Status writes leave it alone.
 pub type Stamp = (u64, u64);
 
-/// What a cached translation read, flattened: stamps (0, 0 when absent) and flags. Equal deps
-/// mean an equal result.
-pub type Deps = Vec<Option<Stamp>>;
-
 pub fn stamp(r: &Resource) -> Stamp {
     r.metadata
         .as_ref()
         .map_or((0, 0), |m| (m.uid, m.generation))
 }
 
-/// Indexes over the input that the steps share.
-pub struct Context<'a> {
-    pub input: &'a Input,
-    /// Functions by (namespace, function name).
-    pub functions: HashMap<(&'a str, &'a str), &'a Resource>,
-    /// Every object by kind, namespace and name: looked up by `&str`, with no allocation.
-    index: HashMap<Kind, HashMap<&'a str, HashMap<&'a str, &'a Arc<Resource>>>>,
+/// Every object by kind, namespace and name, kept by the translator between passes and looked
+/// up by `&str`, with no allocation.
+#[derive(Default)]
+pub(crate) struct Index {
+    by_kind: HashMap<Kind, HashMap<String, HashMap<String, Arc<Resource>>>>,
 }
 
-impl<'a> Context<'a> {
-    fn new(input: &'a Input) -> Self {
-        let mut functions = HashMap::new();
-        for (k, r) in input.of_kind(Kind::Function) {
-            functions.insert((k.namespace.as_str(), k.name.as_str()), r.as_ref());
-        }
-        let mut index: HashMap<Kind, HashMap<&str, HashMap<&str, &Arc<Resource>>>> = HashMap::new();
-        for (k, r) in &input.objects {
-            index
-                .entry(k.kind)
-                .or_default()
-                .entry(k.namespace.as_str())
-                .or_default()
-                .insert(k.name.as_str(), r);
-        }
-        Context {
-            input,
-            functions,
-            index,
+impl Index {
+    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Arc<Resource>> {
+        self.by_kind.get(&kind)?.get(namespace)?.get(name)
+    }
+
+    fn insert(&mut self, key: &Key, r: Arc<Resource>) {
+        let namespaces = self.by_kind.entry(key.kind).or_default();
+        match namespaces.get_mut(key.namespace.as_str()) {
+            Some(names) => {
+                names.insert(key.name.clone(), r);
+            }
+            None => {
+                namespaces
+                    .entry(key.namespace.clone())
+                    .or_default()
+                    .insert(key.name.clone(), r);
+            }
         }
     }
 
+    fn remove(&mut self, key: &Key) {
+        if let Some(names) = self
+            .by_kind
+            .get_mut(&key.kind)
+            .and_then(|n| n.get_mut(&key.namespace))
+        {
+            names.remove(&key.name);
+            if names.is_empty() {
+                self.by_kind
+                    .get_mut(&key.kind)
+                    .map(|n| n.remove(&key.namespace));
+            }
+        }
+    }
+}
+
+/// What the steps see of the input. Every lookup is recorded: what a cached result read is
+/// exactly what it depends on, plugins included, with no list of dependencies to keep up.
+pub struct Context<'a> {
+    pub input: &'a Input,
+    index: &'a Index,
+    reads: RefCell<Vec<Key>>,
+}
+
+impl<'a> Context<'a> {
+    fn new(input: &'a Input, index: &'a Index) -> Self {
+        Context {
+            input,
+            index,
+            reads: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The keys looked up since the last call, sorted, once each.
+    fn take_reads(&self) -> Vec<Key> {
+        let mut reads = std::mem::take(&mut *self.reads.borrow_mut());
+        reads.sort_unstable();
+        reads.dedup();
+        reads
+    }
+
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a Arc<Resource>> {
-        self.index.get(&kind)?.get(namespace)?.get(name).copied()
+        self.reads
+            .borrow_mut()
+            .push(Key::new(kind, namespace, name));
+        self.index.get(kind, namespace, name)
     }
 
     pub fn stamp(&self, kind: Kind, namespace: &str, name: &str) -> Option<Stamp> {
@@ -235,75 +298,7 @@ pub fn translate(input: &Input) -> Translation {
     Translator::new().translate(input)
 }
 
-/// A translator that remembers each Upstream's and VirtualService's last translation with the
-/// stamps of what it read, and reuses it while those are unchanged: a pass after a small change
-/// rebuilds and re-encodes only what the change touches.
-pub struct Translator {
-    plugins: Vec<Box<dyn plugins::Plugin>>,
-    upstreams: HashMap<Key, upstreams::UpstreamEntry>,
-    vhosts: HashMap<Key, routes::VhostEntry>,
-}
-
-impl Default for Translator {
-    fn default() -> Self {
-        Translator::new()
-    }
-}
-
-impl Translator {
-    pub fn new() -> Self {
-        Translator::with_plugins(plugins::defaults())
-    }
-
-    pub fn with_plugins(plugins: Vec<Box<dyn plugins::Plugin>>) -> Self {
-        Translator {
-            plugins,
-            upstreams: HashMap::new(),
-            vhosts: HashMap::new(),
-        }
-    }
-
-    pub fn translate(&mut self, input: &Input) -> Translation {
-        let ctx = Context::new(input);
-        let mut reporter = Reporter::default();
-        for key in input.objects.keys() {
-            reporter.accept(key);
-        }
-        let plugins = &self.plugins;
-        // 1. Upstreams → clusters; 2. their endpoints.
-        let (mut clusters, endpoints) =
-            upstreams::translate(&ctx, plugins, &mut reporter, &mut self.upstreams);
-        for p in plugins {
-            clusters.extend(p.clusters(&ctx, &mut reporter));
-        }
-        // 3. VirtualServices → virtual hosts (a Rejected one is left out).
-        let vhosts = routes::translate(&ctx, plugins, &mut reporter, &mut self.vhosts);
-        // 4 + 5. Gateways → listeners with the filters their routes need, and route configurations.
-        let (listeners, route_configs, secrets, mut origins) =
-            listeners::translate(&ctx, &vhosts, &mut reporter);
-        for (key, _) in input.of_kind(Kind::Upstream) {
-            origins.insert(names::cluster(&key.namespace, &key.name), vec![key.clone()]);
-        }
-        let mut snapshot = xds::Snapshot::default();
-        for (url, items) in [
-            (xds::CLUSTER, clusters),
-            (xds::ENDPOINT, endpoints),
-            (xds::LISTENER, listeners),
-            (xds::ROUTE, route_configs),
-            (xds::SECRET, secrets),
-        ] {
-            snapshot.resources.insert(
-                url,
-                items.into_iter().map(|r| (r.name.clone(), r)).collect(),
-            );
-        }
-        Translation {
-            snapshot,
-            reports: reporter.into_reports(),
-            origins,
-        }
-    }
-}
+pub use incremental::Translator;
 
 #[cfg(test)]
 mod tests;

@@ -64,8 +64,10 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Step 1, for clusters that are not one Upstream's: clusters made from several objects
-    /// (e.g. one per function host), asked for on every pass (a plugin may keep the encoded
-    /// ones it can reuse); errors go on the objects at fault.
+    /// (e.g. one per function host); errors go on the objects at fault. Asked for again only
+    /// when a Function changed, an Upstream became or stopped being Rejected, or an object
+    /// looked up through `ctx.get` changed: a scan of `ctx.input` beyond Functions goes
+    /// unnoticed. A plugin may keep the encoded clusters it can reuse.
     fn clusters(
         &self,
         _ctx: &Context<'_>,

@@ -33,10 +33,7 @@ use proto::v1::{
     VirtualServiceSpec, WeightedDestination,
 };
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use prost::Message;
@@ -45,7 +42,7 @@ use super::{
     names,
     plugins::{Plugin, RouteContext, Stage},
     upstreams::{duration, inline_body},
-    Context, Deps, Reporter,
+    Context, Reporter,
 };
 use crate::resource::Key;
 
@@ -61,110 +58,8 @@ pub struct VirtualHostOut {
     pub filters: Vec<(Stage, usize, HttpFilter)>,
 }
 
-/// One VirtualService's translation, kept while what it read is unchanged.
-pub struct VhostEntry {
-    deps: Deps,
-    out: Result<(Arc<VirtualHostOut>, Vec<String>), String>,
-}
-
-/// What a VirtualService's translation reads: itself, and for each destination the upstream
-/// (and whether it is Rejected), the function and the upstream group with its upstreams.
-fn deps(ctx: &Context<'_>, reporter: &Reporter, key: &Key, vs: &VirtualServiceSpec) -> Deps {
-    let ns = key.namespace.as_str();
-    let mut d = vec![ctx.stamp(Kind::VirtualService, ns, &key.name)];
-    let upstream = |d: &mut Deps, default_ns: &str, dest: &Destination| {
-        if let Some(u) = &dest.upstream {
-            let uns = if u.namespace.is_empty() {
-                default_ns
-            } else {
-                &u.namespace
-            };
-            d.push(ctx.stamp(Kind::Upstream, uns, &u.name));
-            let rejected = reporter.is_rejected(&Key::new(Kind::Upstream, uns, &u.name));
-            d.push(Some((u64::MAX, u64::from(rejected))));
-            if !dest.function.is_empty() {
-                d.push(ctx.stamp(Kind::Function, uns, &dest.function));
-                // Function plugins read the upstream's credentials Secret (aws_lambda signs
-                // with it), so a rotated Secret re-translates the route.
-                if let Some(r) = upstream_secret(ctx, uns, &u.name) {
-                    let sns = if r.namespace.is_empty() {
-                        uns
-                    } else {
-                        &r.namespace
-                    };
-                    d.push(ctx.stamp(Kind::Secret, sns, &r.name));
-                }
-            }
-        }
-    };
-    for r in &vs.routes {
-        // A shadow upstream is looked up too (shadowing).
-        if let Some(u) = r
-            .options
-            .as_ref()
-            .and_then(|o| o.shadowing.as_ref())
-            .and_then(|s| s.upstream.as_ref())
-        {
-            let uns = if u.namespace.is_empty() {
-                ns
-            } else {
-                &u.namespace
-            };
-            d.push(ctx.stamp(Kind::Upstream, uns, &u.name));
-        }
-        let Some(Action::RouteAction(ra)) = &r.action else {
-            continue;
-        };
-        match &ra.destination {
-            Some(Dest::Single(dest)) => upstream(&mut d, ns, dest),
-            Some(Dest::Multi(m)) => {
-                for wd in &m.destinations {
-                    if let Some(dest) = &wd.destination {
-                        upstream(&mut d, ns, dest);
-                    }
-                }
-            }
-            Some(Dest::UpstreamGroup(g)) => {
-                let gns = if g.namespace.is_empty() {
-                    ns
-                } else {
-                    &g.namespace
-                };
-                d.push(ctx.stamp(Kind::UpstreamGroup, gns, &g.name));
-                if let Some(Spec::UpstreamGroup(group)) = ctx
-                    .get(Kind::UpstreamGroup, gns, &g.name)
-                    .and_then(|r| r.spec.as_ref())
-                {
-                    for wd in &group.destinations {
-                        if let Some(dest) = &wd.destination {
-                            upstream(&mut d, gns, dest);
-                        }
-                    }
-                }
-            }
-            None => {}
-        }
-    }
-    d
-}
-
-/// The credentials Secret a cloud upstream names, if any.
-fn upstream_secret<'a>(
-    ctx: &Context<'a>,
-    namespace: &str,
-    name: &str,
-) -> Option<&'a proto::v1::ResourceRef> {
-    use proto::v1::upstream_spec::UpstreamType;
-    let Some(Spec::Upstream(u)) = ctx.get(Kind::Upstream, namespace, name)?.spec.as_ref() else {
-        return None;
-    };
-    match &u.upstream_type {
-        Some(UpstreamType::Aws(a)) => a.secret_ref.as_ref(),
-        Some(UpstreamType::Gcp(g)) => g.secret_ref.as_ref(),
-        _ => None,
-    }
-    .filter(|r| !r.name.is_empty())
-}
+/// One VirtualService's translation and the warnings of its routes, or why it has none.
+pub type VhostResult = Result<(Arc<VirtualHostOut>, Vec<String>), String>;
 
 /// A user's regex, checked for syntax (RE2's syntax is, for what routes use, the `regex`
 /// crate's); parsing is enough, compiling it would cost far more.
@@ -296,8 +191,7 @@ pub(crate) fn destination_function<'a>(
     let (up_ns, up_name) = up.unwrap_or(("", ""));
     let ns = if up_ns.is_empty() { namespace } else { up_ns };
     let found = ctx
-        .functions
-        .get(&(ns, d.function.as_str()))
+        .get(Kind::Function, ns, &d.function)
         .and_then(|r| match &r.spec {
             Some(Spec::Function(f)) if f.upstream == up_name => Some(f),
             _ => None,
@@ -642,11 +536,11 @@ fn encode_map(
 
 /// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
 /// order (fields may come in any order on the wire).
-fn encode_vhost(vhost: &VirtualHost) -> Vec<u8> {
+fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
     const VHOST_ROUTES: u32 = 3;
     const VHOST_FILTER_CONFIG: u32 = 15;
     const ROUTE_FILTER_CONFIG: u32 = 13;
-    let mut rest = vhost.clone();
+    let mut rest = vhost;
     let routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
     let mut buf = rest.encode_to_vec();
@@ -683,58 +577,29 @@ pub fn domains(vs: &VirtualServiceSpec) -> Vec<String> {
     }
 }
 
-/// Every VirtualService that translates, reusing `cache` entries whose inputs did not change;
-/// the others are reported Rejected.
-pub fn translate(
+/// One VirtualService: its virtual host, encoded once, with the filters its routes need.
+pub fn translate_one(
     ctx: &Context<'_>,
     plugins: &[Box<dyn Plugin>],
-    reporter: &mut Reporter,
-    cache: &mut HashMap<Key, VhostEntry>,
-) -> Vec<Arc<VirtualHostOut>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (key, r) in ctx.input.of_kind(Kind::VirtualService) {
-        let Some(Spec::VirtualService(vs)) = &r.spec else {
-            continue;
-        };
-        seen.insert(key);
-        let d = deps(ctx, reporter, key, vs);
-        if cache.get(key).is_none_or(|e| e.deps != d) {
-            let built = translate_vs(ctx, plugins, reporter, key, vs).map(|(vhost, warnings)| {
-                let mut filters = Vec::new();
-                for (i, p) in plugins.iter().enumerate() {
-                    for (stage, f) in p.vhost_filters(&vhost) {
-                        filters.push((stage, i, f));
-                    }
-                }
-                let encoded = encode_vhost(&vhost);
-                let out = VirtualHostOut {
-                    key: key.clone(),
-                    domains: vhost.domains.clone(),
-                    version: crate::xds::content_version(&encoded),
-                    encoded,
-                    filters,
-                };
-                (Arc::new(out), warnings)
-            });
-            cache.insert(
-                key.clone(),
-                VhostEntry {
-                    deps: d,
-                    out: built,
-                },
-            );
-        }
-        match &cache[key].out {
-            Ok((vhost, warnings)) => {
-                for w in warnings {
-                    reporter.warn(key, w.clone());
-                }
-                out.push(vhost.clone());
-            }
-            Err(e) => reporter.reject(key, e.clone()),
+    reporter: &Reporter,
+    key: &Key,
+    vs: &VirtualServiceSpec,
+) -> VhostResult {
+    let (vhost, warnings) = translate_vs(ctx, plugins, reporter, key, vs)?;
+    let mut filters = Vec::new();
+    for (i, p) in plugins.iter().enumerate() {
+        for (stage, f) in p.vhost_filters(&vhost) {
+            filters.push((stage, i, f));
         }
     }
-    cache.retain(|k, _| seen.contains(k));
-    out
+    let domains = vhost.domains.clone();
+    let encoded = encode_vhost(vhost);
+    let out = VirtualHostOut {
+        key: key.clone(),
+        domains,
+        version: crate::xds::content_version(&encoded),
+        encoded,
+        filters,
+    };
+    Ok((Arc::new(out), warnings))
 }

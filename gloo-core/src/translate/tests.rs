@@ -585,3 +585,4 @@ fn a_discovery_warning_does_not_hide_a_rejection() {
 }
 
 mod aws_lambda;
+mod incremental;

@@ -2,11 +2,7 @@
 //! (STATIC for IPs, STRICT_DNS for names); `kube` upstreams use EDS, with one
 //! ClusterLoadAssignment built from their Endpoints objects (empty when there are none yet, so
 //! Envoy never waits on a cluster that warms forever).
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{net::IpAddr, sync::Arc};
 
 use envoy_types::pb::{
     envoy::{
@@ -43,7 +39,7 @@ use proto::v1::{
     UpstreamSpec,
 };
 
-use super::{names, plugins::Plugin, stamp, Context, Deps, Reporter};
+use super::{names, plugins::Plugin, Context};
 use crate::{
     resource::{Key, WARNING_ANNOTATION_PREFIX},
     xds::XdsResource,
@@ -243,42 +239,48 @@ fn cluster(
     Ok((c, cla))
 }
 
-/// What an Upstream's translation reads: itself, the Secrets it names, its Endpoints. Plugins
-/// that read other objects must add them here, or their changes go unnoticed.
-fn deps(ctx: &Context<'_>, key: &Key, spec: &UpstreamSpec, endpoints: &[&Arc<Resource>]) -> Deps {
-    let mut d = vec![ctx.stamp(Kind::Upstream, &key.namespace, &key.name)];
-    let refs = [
-        spec.tls.as_ref().and_then(|t| t.secret_ref.as_ref()),
-        match &spec.upstream_type {
-            Some(UpstreamType::Aws(a)) => a.secret_ref.as_ref(),
-            Some(UpstreamType::Gcp(g)) => g.secret_ref.as_ref(),
+/// One Upstream's translation: its cluster and, for EDS, its endpoint assignment, each
+/// encoded once; or why it has none.
+pub type UpstreamOut = Result<(Arc<XdsResource>, Option<Arc<XdsResource>>), String>;
+
+/// The cluster and endpoint assignment of one Upstream, from its Endpoints objects.
+pub fn translate_one(
+    ctx: &Context<'_>,
+    plugins: &[Box<dyn Plugin>],
+    key: &Key,
+    spec: &UpstreamSpec,
+    endpoints: &[&Arc<Resource>],
+) -> UpstreamOut {
+    let mut addrs: Vec<(String, u32)> = endpoints
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Some(Spec::Endpoints(e)) => Some(e.endpoints.iter()),
             _ => None,
-        },
-        match &spec.upstream_type {
-            Some(UpstreamType::Gcp(g)) => g
-                .function_auth
-                .as_ref()
-                .and_then(|a| a.token_secret_ref.as_ref()),
-            _ => None,
-        },
-    ];
-    for r in refs.into_iter().flatten() {
-        let ns = if r.namespace.is_empty() {
-            &key.namespace
-        } else {
-            &r.namespace
-        };
-        d.push(ctx.stamp(Kind::Secret, ns, &r.name));
+        })
+        .flatten()
+        .map(|Endpoint { address, port, .. }| (address.clone(), *port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    let (c, cla) = cluster(ctx, &key.namespace, &key.name, spec, &addrs)?;
+    let mut c = c;
+    for p in plugins {
+        p.upstream(ctx, &key.namespace, spec, &mut c)
+            .map_err(|e| format!("{}: {e}", p.name()))?;
     }
-    d.extend(endpoints.iter().map(|r| Some(stamp(r))));
-    d
+    Ok((
+        Arc::new(XdsResource::new(c.name.clone(), &c)),
+        cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
+    ))
 }
 
 /// Problems discovery services found with the upstream (say, the spec it serves does not
 /// parse), from their `discovery.solo.io/warning.<service>` annotations: one Warning each,
-/// naming the service. An empty annotation is no warning.
-fn discovery_warnings(key: &Key, r: &Resource, reporter: &mut Reporter) {
-    let Some(m) = &r.metadata else { return };
+/// naming the service, in the order of the services' names. An empty annotation is no warning.
+pub fn discovery_warnings(r: &Resource) -> Vec<String> {
+    let Some(m) = &r.metadata else {
+        return Vec::new();
+    };
     let mut found: Vec<(&str, &str)> = m
         .annotations
         .iter()
@@ -286,113 +288,20 @@ fn discovery_warnings(key: &Key, r: &Resource, reporter: &mut Reporter) {
         .filter(|(_, v)| !v.trim().is_empty())
         .collect();
     found.sort_unstable();
-    for (service, problem) in found {
-        reporter.warn(key, format!("{service}: {problem}"));
-    }
+    found
+        .into_iter()
+        .map(|(service, problem)| format!("{service}: {problem}"))
+        .collect()
 }
 
-/// One Upstream's translation, kept while what it read is unchanged.
-pub struct UpstreamEntry {
-    deps: Deps,
-    out: Result<(Arc<XdsResource>, Option<Arc<XdsResource>>), String>,
-}
-
-/// Clusters and endpoint assignments for every Upstream that translates, reusing `cache`
-/// entries whose inputs did not change.
-pub fn translate(
-    ctx: &Context<'_>,
-    plugins: &[Box<dyn Plugin>],
-    reporter: &mut Reporter,
-    cache: &mut HashMap<Key, UpstreamEntry>,
-) -> (Vec<Arc<XdsResource>>, Vec<Arc<XdsResource>>) {
-    // Endpoints objects by the upstream they belong to.
-    let mut endpoints: HashMap<(&str, &str), Vec<&Arc<Resource>>> = HashMap::new();
-    for (key, r) in ctx.input.of_kind(Kind::Endpoints) {
-        let Some(Spec::Endpoints(e)) = &r.spec else {
-            continue;
-        };
-        if ctx
-            .get(Kind::Upstream, &key.namespace, &e.upstream)
-            .is_none()
-        {
-            reporter.warn(
-                key,
-                format!("upstream {}/{} not found", key.namespace, e.upstream),
-            );
-        }
-        endpoints
-            .entry((key.namespace.as_str(), e.upstream.as_str()))
-            .or_default()
-            .push(r);
-    }
-
-    let mut clusters = Vec::new();
-    let mut assignments = Vec::new();
-    let mut seen = HashSet::new();
-    for (key, r) in ctx.input.of_kind(Kind::Upstream) {
-        let Some(Spec::Upstream(spec)) = &r.spec else {
-            continue;
-        };
-        seen.insert(key);
-        let eps = endpoints
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let d = deps(ctx, key, spec, eps);
-        let fresh = cache.get(key).is_some_and(|e| e.deps == d);
-        if !fresh {
-            let mut addrs: Vec<(String, u32)> = eps
-                .iter()
-                .filter_map(|r| match &r.spec {
-                    Some(Spec::Endpoints(e)) => Some(e.endpoints.iter()),
-                    _ => None,
-                })
-                .flatten()
-                .map(|Endpoint { address, port, .. }| (address.clone(), *port))
-                .collect();
-            addrs.sort();
-            addrs.dedup();
-            let built =
-                cluster(ctx, &key.namespace, &key.name, spec, &addrs).and_then(|(mut c, cla)| {
-                    for p in plugins {
-                        p.upstream(ctx, &key.namespace, spec, &mut c)
-                            .map_err(|e| format!("{}: {e}", p.name()))?;
-                    }
-                    Ok((c, cla))
-                });
-            let out = built.map(|(c, cla)| {
-                (
-                    Arc::new(XdsResource::new(c.name.clone(), &c)),
-                    cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
-                )
-            });
-            cache.insert(key.clone(), UpstreamEntry { deps: d, out });
-        }
-        match &cache[key].out {
-            Ok((c, cla)) => {
-                clusters.push(c.clone());
-                assignments.extend(cla.clone());
-            }
-            Err(e) => reporter.reject(key, e.clone()),
-        }
-        // Read on every pass, not cached: an annotation does not change the stamp.
-        discovery_warnings(key, r, reporter);
-    }
-    cache.retain(|k, _| seen.contains(k));
-    // Functions must belong to an upstream that exists.
-    for (key, r) in ctx.input.of_kind(Kind::Function) {
-        let Some(Spec::Function(f)) = &r.spec else {
-            continue;
-        };
-        if ctx
-            .get(Kind::Upstream, &key.namespace, &f.upstream)
-            .is_none()
-        {
-            reporter.warn(
-                key,
-                format!("upstream {}/{} not found", key.namespace, f.upstream),
-            );
-        }
-    }
-    (clusters, assignments)
+/// The warning of an Endpoints object or a Function whose upstream does not exist.
+pub fn orphan_warning(ctx: &Context<'_>, key: &Key, r: &Resource) -> Option<String> {
+    let upstream = match &r.spec {
+        Some(Spec::Endpoints(e)) => &e.upstream,
+        Some(Spec::Function(f)) => &f.upstream,
+        _ => return None,
+    };
+    ctx.get(Kind::Upstream, &key.namespace, upstream)
+        .is_none()
+        .then(|| format!("upstream {}/{upstream} not found", key.namespace))
 }

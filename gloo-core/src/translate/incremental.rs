@@ -1,0 +1,672 @@
+//! The translator that keeps what it made: a pass is driven by the keys that changed, through
+//! an index of who looked up what, and updates the kept snapshot, reports and origins in place.
+//! A pass after one change costs what that change touches, not what the input holds.
+//!
+//! ```text
+//!  changes (key → object, or gone)
+//!     │  same content as kept (a status write)? keep the new Arc; nothing to translate
+//!     ▼
+//!  changed keys ──► readers: key → the objects whose translation looked it up (found or not)
+//!     1. Upstreams: changed, or a Secret / Endpoints they read changed → cluster, assignment
+//!        (one whose Rejected-ness flipped counts as changed for the steps below)
+//!     2. Endpoints, Functions: is their upstream there?
+//!     3. plugin clusters (gcf): when a Function, a flip, or what they read changed
+//!     4. VirtualServices → virtual hosts (an equal result keeps the old one)
+//!     5. Gateways → listeners, route configurations: when a virtual host, a Gateway, a flip,
+//!        or what they read changed
+//!  ─► the kept Translation: each object's report is its own step's, then step 3's, then 5's
+//! ```
+//!
+//! Every lookup goes through [`Context::get`], which records it, so a plugin that reads another
+//! object depends on it with nothing more to declare. Tests compare every pass with a fresh
+//! translation, including a randomized sequence of changes.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
+};
+
+use proto::v1::{resource::Spec, status::State, Kind, Resource};
+
+use super::{
+    listeners, names,
+    plugins::{self, Plugin},
+    routes::{self, VirtualHostOut},
+    upstreams, Context, Index, Input, Report, Reporter, Reports, Translation,
+};
+use crate::{
+    resource::Key,
+    xds::{self, XdsResource},
+};
+
+/// One object's translation, kept with the keys it looked up.
+struct Unit {
+    reads: Vec<Key>,
+    /// What this object's own step says of it (none: nothing to say).
+    report: Option<Report>,
+    out: UnitOut,
+}
+
+enum UnitOut {
+    /// Endpoints, Functions and VirtualServices (whose virtual hosts are kept apart, in key
+    /// order): only a report.
+    Checked,
+    /// An Upstream's cluster and assignment (none when Rejected).
+    Upstream(Option<(Arc<XdsResource>, Option<Arc<XdsResource>>)>),
+}
+
+/// A step over many objects at once (plugin clusters, gateways), run again as a whole when
+/// what it read changed.
+#[derive(Default)]
+struct Step {
+    /// Sorted.
+    reads: Vec<Key>,
+    reports: Reports,
+}
+
+impl Step {
+    fn read_any(&self, keys: &BTreeSet<Key>) -> bool {
+        self.reads.iter().any(|k| keys.contains(k))
+    }
+}
+
+/// A translator that keeps its input, each object's translation and the snapshot between
+/// passes: [`Translator::apply`] takes the objects that changed and re-translates only what
+/// read them.
+pub struct Translator {
+    plugins: Vec<Box<dyn Plugin>>,
+    input: Input,
+    index: Index,
+    /// Endpoints objects by the Upstream they name.
+    endpoints_of: HashMap<Key, BTreeSet<Key>>,
+    units: HashMap<Key, Unit>,
+    readers: HashMap<Key, HashSet<Key>>,
+    rejected_upstreams: Arc<HashSet<Key>>,
+    /// The virtual hosts of the VirtualServices that translated, in key order.
+    vhosts: BTreeMap<Key, Arc<VirtualHostOut>>,
+    plugin_step: Step,
+    plugin_clusters: BTreeMap<String, Arc<XdsResource>>,
+    gateway_step: Step,
+    /// The names the gateways step gave origins for.
+    gateway_origins: BTreeSet<String>,
+    out: Translation,
+    started: bool,
+    /// Whether to keep the Envoy resources; without them a pass gives only the reports.
+    keep_resources: bool,
+}
+
+impl Default for Translator {
+    fn default() -> Self {
+        Translator::new()
+    }
+}
+
+/// Whether two versions of an object are the same to the translator: everything but the
+/// status, the resource_version and the field managers.
+fn same_for_translation(a: &Resource, b: &Resource) -> bool {
+    a.spec == b.spec
+        && match (&a.metadata, &b.metadata) {
+            (Some(x), Some(y)) => {
+                x.name == y.name
+                    && x.namespace == y.namespace
+                    && x.uid == y.uid
+                    && x.generation == y.generation
+                    && x.owner == y.owner
+                    && x.labels == y.labels
+                    && x.annotations == y.annotations
+            }
+            (None, None) => true,
+            _ => false,
+        }
+}
+
+fn endpoints_upstream(r: &Resource) -> Option<&str> {
+    match &r.spec {
+        Some(Spec::Endpoints(e)) => Some(&e.upstream),
+        _ => None,
+    }
+}
+
+/// The Upstream key a cluster name (`<name>_<namespace>`, both DNS labels) is made from.
+fn cluster_upstream(name: &str) -> Option<Key> {
+    let (n, ns) = name.split_once('_')?;
+    Some(Key::new(Kind::Upstream, ns, n))
+}
+
+fn report_of(state: State, reason: &str) -> Report {
+    let mut r = Report::accepted();
+    r.merge(state, reason);
+    r
+}
+
+/// Replaces the unit of `key` (removing it when `unit` is none) and its entries in `readers`;
+/// returns the old one.
+fn replace_unit(
+    units: &mut HashMap<Key, Unit>,
+    readers: &mut HashMap<Key, HashSet<Key>>,
+    key: &Key,
+    unit: Option<Unit>,
+) -> Option<Unit> {
+    let old = match unit {
+        Some(u) => {
+            for r in &u.reads {
+                match readers.get_mut(r) {
+                    Some(set) => {
+                        set.insert(key.clone());
+                    }
+                    None => {
+                        readers.insert(r.clone(), HashSet::from([key.clone()]));
+                    }
+                }
+            }
+            units.insert(key.clone(), u)
+        }
+        None => units.remove(key),
+    };
+    if let Some(o) = &old {
+        let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
+        for r in &o.reads {
+            if now.binary_search(r).is_err() {
+                if let Some(set) = readers.get_mut(r) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        readers.remove(r);
+                    }
+                }
+            }
+        }
+    }
+    old
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Translator::with_plugins(plugins::defaults())
+    }
+
+    pub fn with_plugins(plugins: Vec<Box<dyn Plugin>>) -> Self {
+        let mut out = Translation::default();
+        for url in [
+            xds::CLUSTER,
+            xds::ENDPOINT,
+            xds::LISTENER,
+            xds::ROUTE,
+            xds::SECRET,
+        ] {
+            out.snapshot.resources.insert(url, Default::default());
+        }
+        Translator {
+            plugins,
+            input: Input::default(),
+            index: Index::default(),
+            endpoints_of: HashMap::new(),
+            units: HashMap::new(),
+            readers: HashMap::new(),
+            rejected_upstreams: Arc::default(),
+            vhosts: BTreeMap::new(),
+            plugin_step: Step::default(),
+            plugin_clusters: BTreeMap::new(),
+            gateway_step: Step::default(),
+            gateway_origins: BTreeSet::new(),
+            out,
+            started: false,
+            keep_resources: true,
+        }
+    }
+
+    /// A translator for validation: it gives only the reports, and keeps no encoded Envoy
+    /// resource (the snapshot and origins stay empty), so it costs little memory besides the
+    /// controller's.
+    pub fn reports_only() -> Self {
+        Translator {
+            keep_resources: false,
+            ..Translator::new()
+        }
+    }
+
+    /// The result of the last pass.
+    pub fn current(&self) -> &Translation {
+        &self.out
+    }
+
+    /// The input the last pass translated.
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    /// Translates `input` as a whole: the differences from the last input are applied.
+    pub fn translate(&mut self, input: &Input) -> Translation {
+        self.replace(input).clone()
+    }
+
+    /// [`Translator::translate`], without copying the result out.
+    pub fn replace(&mut self, input: &Input) -> &Translation {
+        let mut changes: Vec<(Key, Option<Arc<Resource>>)> = input
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                self.input
+                    .objects
+                    .get(*k)
+                    .is_none_or(|o| !Arc::ptr_eq(o, v))
+            })
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        changes.extend(
+            self.input
+                .objects
+                .keys()
+                .filter(|k| !input.objects.contains_key(*k))
+                .map(|k| (k.clone(), None)),
+        );
+        self.apply(changes)
+    }
+
+    /// Applies changes (an object as it is now, or none when it is gone) and translates what
+    /// they touch. Changing an object to what it already is costs nothing.
+    pub fn apply<I>(&mut self, changes: I) -> &Translation
+    where
+        I: IntoIterator<Item = (Key, Option<Arc<Resource>>)>,
+    {
+        let first = !self.started;
+        self.started = true;
+        self.out.changed_reports.clear();
+        let mut changed: BTreeSet<Key> = BTreeSet::new();
+        let mut dirty_upstreams: BTreeSet<Key> = BTreeSet::new();
+        for (key, new) in changes {
+            let old = self.input.objects.get(&key);
+            match (old, &new) {
+                (None, None) => continue,
+                (Some(o), Some(n)) if same_for_translation(o, n) => {
+                    // Share the caller's copy (the store's); nothing to translate.
+                    self.index.insert(&key, n.clone());
+                    self.input.objects.insert(key, n.clone());
+                    continue;
+                }
+                _ => {}
+            }
+            if key.kind == Kind::Endpoints {
+                let ups = [
+                    old.and_then(|o| endpoints_upstream(o)),
+                    new.as_deref().and_then(endpoints_upstream),
+                ];
+                for (i, up) in ups.into_iter().enumerate() {
+                    let Some(up) = up else { continue };
+                    let at = Key::new(Kind::Upstream, &key.namespace, up);
+                    if i == 0 {
+                        if let Some(set) = self.endpoints_of.get_mut(&at) {
+                            set.remove(&key);
+                            if set.is_empty() {
+                                self.endpoints_of.remove(&at);
+                            }
+                        }
+                    } else {
+                        self.endpoints_of
+                            .entry(at.clone())
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                    dirty_upstreams.insert(at);
+                }
+            }
+            match new {
+                Some(n) => {
+                    self.index.insert(&key, n.clone());
+                    self.input.objects.insert(key.clone(), n);
+                }
+                None => {
+                    self.index.remove(&key);
+                    self.input.objects.remove(&key);
+                }
+            }
+            changed.insert(key);
+        }
+        if changed.is_empty() && !first {
+            return &self.out;
+        }
+        self.pass(first, &changed, dirty_upstreams);
+        &self.out
+    }
+
+    /// The objects that looked up any of `keys`, of kind `kind`, with the `keys` of that kind.
+    fn dirty(&self, keys: &[&BTreeSet<Key>], kind: Kind) -> BTreeSet<Key> {
+        let mut out = BTreeSet::new();
+        for set in keys {
+            for k in set.iter() {
+                if k.kind == kind {
+                    out.insert(k.clone());
+                }
+                if let Some(rs) = self.readers.get(k) {
+                    out.extend(rs.iter().filter(|r| r.kind == kind).cloned());
+                }
+            }
+        }
+        out
+    }
+
+    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
+        dirty_upstreams.extend(self.dirty(&[changed], Kind::Upstream));
+        let mut dirty_checked = self.dirty(&[changed], Kind::Endpoints);
+        dirty_checked.extend(self.dirty(&[changed], Kind::Function));
+        let mut touched: BTreeSet<Key> = changed.clone();
+
+        let Translator {
+            plugins,
+            input,
+            index,
+            endpoints_of,
+            units,
+            readers,
+            rejected_upstreams,
+            vhosts,
+            plugin_step,
+            plugin_clusters,
+            gateway_step,
+            gateway_origins,
+            out,
+            keep_resources,
+            ..
+        } = self;
+        let keep = *keep_resources;
+        let (plugins, input, index) = (&*plugins, &*input, &*index);
+        let ctx = Context::new(input, index);
+
+        // 1. Upstreams → clusters and endpoint assignments.
+        let mut flipped: BTreeSet<Key> = BTreeSet::new();
+        let mut regateway = false;
+        {
+            let rejected = Arc::make_mut(rejected_upstreams);
+            for key in &dirty_upstreams {
+                let spec = match input.objects.get(key).and_then(|r| r.spec.as_ref()) {
+                    Some(Spec::Upstream(s)) => Some(s),
+                    _ => None,
+                };
+                let unit = spec.map(|spec| {
+                    let eps: Vec<&Arc<Resource>> = endpoints_of
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| input.objects.get(k))
+                        .collect();
+                    let built = upstreams::translate_one(&ctx, plugins, key, spec, &eps);
+                    let mut report = built.as_ref().err().map(|e| report_of(State::Rejected, e));
+                    // Annotations are part of what `same_for_translation` compares, so a
+                    // discovery service's warning is re-read whenever it changes.
+                    if let Some(r) = input.objects.get(key) {
+                        for w in upstreams::discovery_warnings(r) {
+                            report
+                                .get_or_insert_with(Report::accepted)
+                                .merge(State::Warning, &w);
+                        }
+                    }
+                    Unit {
+                        reads: ctx.take_reads(),
+                        report,
+                        out: UnitOut::Upstream(built.ok().filter(|_| keep)),
+                    }
+                });
+                let new_out = match unit.as_ref().map(|u| &u.out) {
+                    Some(UnitOut::Upstream(o)) => o.clone(),
+                    _ => None,
+                };
+                let exists = unit.is_some();
+                let is_rejected = unit
+                    .as_ref()
+                    .and_then(|u| u.report.as_ref())
+                    .is_some_and(|r| r.state == State::Rejected);
+                let old = replace_unit(units, readers, key, unit);
+                let old_out = match old.as_ref().map(|u| &u.out) {
+                    Some(UnitOut::Upstream(o)) => o.clone(),
+                    _ => None,
+                };
+                let clusters = out.snapshot.resources.entry(xds::CLUSTER).or_default();
+                if let Some((c, _)) = &old_out {
+                    if !plugin_clusters.contains_key(&c.name) {
+                        clusters.remove(&c.name);
+                    }
+                }
+                if let Some((c, _)) = &new_out {
+                    if !plugin_clusters.contains_key(&c.name) {
+                        clusters.insert(c.name.clone(), c.clone());
+                    }
+                }
+                let assignments = out.snapshot.resources.entry(xds::ENDPOINT).or_default();
+                if let Some((_, Some(cla))) = &old_out {
+                    assignments.remove(&cla.name);
+                }
+                if let Some((_, Some(cla))) = &new_out {
+                    assignments.insert(cla.name.clone(), cla.clone());
+                }
+                let was_rejected = rejected.contains(key);
+                if is_rejected {
+                    rejected.insert(key.clone());
+                } else {
+                    rejected.remove(key);
+                }
+                if was_rejected != is_rejected {
+                    flipped.insert(key.clone());
+                }
+                let cluster = names::cluster(&key.namespace, &key.name);
+                if keep && exists {
+                    out.origins.insert(cluster, vec![key.clone()]);
+                } else if keep && old.is_some() {
+                    out.origins.remove(&cluster);
+                    // A gateway's resource of the same name shows again.
+                    regateway |= gateway_origins.contains(&cluster);
+                }
+                touched.insert(key.clone());
+            }
+        }
+        let _ = ctx.take_reads();
+
+        // 2. Endpoints and Functions: their upstream must exist.
+        for key in &dirty_checked {
+            let unit = input.objects.get(key).map(|r| {
+                let warning = upstreams::orphan_warning(&ctx, key, r);
+                Unit {
+                    reads: ctx.take_reads(),
+                    report: warning.map(|w| report_of(State::Warning, &w)),
+                    out: UnitOut::Checked,
+                }
+            });
+            replace_unit(units, readers, key, unit);
+            touched.insert(key.clone());
+        }
+
+        // 3. Clusters made from several objects (plugins).
+        let functions_changed = changed.iter().any(|k| k.kind == Kind::Function);
+        if first || functions_changed || !flipped.is_empty() || plugin_step.read_any(changed) {
+            let mut reporter = Reporter::after_upstreams(rejected_upstreams.clone());
+            let mut made: BTreeMap<String, Arc<XdsResource>> = BTreeMap::new();
+            for p in plugins.iter() {
+                for c in p.clusters(&ctx, &mut reporter) {
+                    made.insert(c.name.clone(), c);
+                }
+            }
+            let step = Step {
+                reads: ctx.take_reads(),
+                reports: reporter.into_reports(),
+            };
+            if !keep {
+                made.clear();
+            }
+            let clusters = out.snapshot.resources.entry(xds::CLUSTER).or_default();
+            for name in plugin_clusters.keys() {
+                if made.contains_key(name) {
+                    continue;
+                }
+                clusters.remove(name);
+                // An Upstream's cluster of the same name shows again.
+                let own = cluster_upstream(name).and_then(|k| match units.get(&k) {
+                    Some(Unit {
+                        out: UnitOut::Upstream(Some((c, _))),
+                        ..
+                    }) if c.name == *name => Some(c.clone()),
+                    _ => None,
+                });
+                if let Some(c) = own {
+                    clusters.insert(name.clone(), c);
+                }
+            }
+            for (name, c) in &made {
+                clusters.insert(name.clone(), c.clone());
+            }
+            *plugin_clusters = made;
+            touched.extend(plugin_step.reports.keys().cloned());
+            touched.extend(step.reports.keys().cloned());
+            *plugin_step = step;
+        }
+
+        // 4. VirtualServices → virtual hosts.
+        let dirty_vs = {
+            let mut d = BTreeSet::new();
+            for set in [changed, &flipped] {
+                for k in set {
+                    if k.kind == Kind::VirtualService {
+                        d.insert(k.clone());
+                    }
+                    if let Some(rs) = readers.get(k) {
+                        d.extend(
+                            rs.iter()
+                                .filter(|r| r.kind == Kind::VirtualService)
+                                .cloned(),
+                        );
+                    }
+                }
+            }
+            d
+        };
+        let mut vhosts_changed = false;
+        {
+            let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
+            for key in &dirty_vs {
+                let spec = match input.objects.get(key).and_then(|r| r.spec.as_ref()) {
+                    Some(Spec::VirtualService(vs)) => Some(vs),
+                    _ => None,
+                };
+                let built = spec.map(|vs| {
+                    let r = routes::translate_one(&ctx, plugins, &reporter, key, vs);
+                    (r, ctx.take_reads())
+                });
+                let (unit, vhost, report) = match built {
+                    None => (None, None, None),
+                    Some((Ok((vhost, warnings)), reads)) => {
+                        let report = (!warnings.is_empty()).then(|| {
+                            let mut r = Report::accepted();
+                            for w in &warnings {
+                                r.merge(State::Warning, w);
+                            }
+                            r
+                        });
+                        (Some(reads), Some(vhost), report)
+                    }
+                    Some((Err(e), reads)) => {
+                        (Some(reads), None, Some(report_of(State::Rejected, &e)))
+                    }
+                };
+                let unit = unit.map(|reads| Unit {
+                    reads,
+                    report,
+                    out: UnitOut::Checked,
+                });
+                replace_unit(units, readers, key, unit);
+                match vhost {
+                    Some(v) => {
+                        let v = if keep {
+                            v
+                        } else {
+                            match Arc::try_unwrap(v) {
+                                Ok(mut o) => {
+                                    o.encoded = Vec::new();
+                                    Arc::new(o)
+                                }
+                                Err(v) => v,
+                            }
+                        };
+                        // An equal result keeps the old one: the gateways need not change.
+                        if vhosts.get(key).is_none_or(|o| o.version != v.version) {
+                            vhosts.insert(key.clone(), v);
+                            vhosts_changed = true;
+                        }
+                    }
+                    None => vhosts_changed |= vhosts.remove(key).is_some(),
+                }
+                touched.insert(key.clone());
+            }
+        }
+
+        // 5. Gateways → listeners, route configurations, SDS secrets.
+        let gateways_changed = changed.iter().any(|k| k.kind == Kind::Gateway);
+        if first
+            || regateway
+            || vhosts_changed
+            || gateways_changed
+            || !flipped.is_empty()
+            || gateway_step.read_any(changed)
+        {
+            let list: Vec<Arc<VirtualHostOut>> = vhosts.values().cloned().collect();
+            let mut reporter = Reporter::after_upstreams(rejected_upstreams.clone());
+            let (listeners, route_configs, secrets, origins) =
+                listeners::translate(&ctx, &list, &mut reporter);
+            let step = Step {
+                reads: ctx.take_reads(),
+                reports: reporter.into_reports(),
+            };
+            for (url, items) in [
+                (xds::LISTENER, listeners),
+                (xds::ROUTE, route_configs),
+                (xds::SECRET, secrets),
+            ] {
+                let items = if keep { items } else { Vec::new() };
+                out.snapshot.resources.insert(
+                    url,
+                    items.into_iter().map(|r| (r.name.clone(), r)).collect(),
+                );
+            }
+            let origins = if keep { origins } else { BTreeMap::new() };
+            let upstream_owns =
+                |name: &str| cluster_upstream(name).is_some_and(|k| input.objects.contains_key(&k));
+            for name in gateway_origins.iter() {
+                if !origins.contains_key(name) && !upstream_owns(name) {
+                    out.origins.remove(name);
+                }
+            }
+            gateway_origins.clear();
+            for (name, keys) in origins {
+                gateway_origins.insert(name.clone());
+                if !upstream_owns(&name) {
+                    out.origins.insert(name, keys);
+                }
+            }
+            touched.extend(gateway_step.reports.keys().cloned());
+            touched.extend(step.reports.keys().cloned());
+            *gateway_step = step;
+        }
+
+        // Reports: an object's own step's, then the plugins', then the gateways'.
+        for key in touched {
+            let own = units.get(&key).and_then(|u| u.report.as_ref());
+            let parts = [
+                own,
+                plugin_step.reports.get(&key),
+                gateway_step.reports.get(&key),
+            ];
+            let report = (input.objects.contains_key(&key) || parts.iter().any(Option::is_some))
+                .then(|| {
+                    let mut r = Report::accepted();
+                    for p in parts.into_iter().flatten() {
+                        if p.state != State::Accepted || !p.reason.is_empty() {
+                            r.merge(p.state, &p.reason);
+                        }
+                    }
+                    r
+                });
+            if out.reports.get(&key) != report.as_ref() {
+                match report {
+                    Some(r) => out.reports.insert(key.clone(), r),
+                    None => out.reports.remove(&key),
+                };
+                out.changed_reports.insert(key);
+            }
+        }
+    }
+}
