@@ -122,7 +122,7 @@ impl Args {
         let mut registry = prometheus_client::registry::Registry::default();
         let api_metrics = ApiMetrics::register(&mut registry);
         let controller_metrics = ControllerMetrics::register(&mut registry);
-        let (nodes, nacks) = NodeRegistry::new(XdsMetrics::register(&mut registry));
+        let (nodes, nacks) = NodeRegistry::with_verdicts(XdsMetrics::register(&mut registry));
         let (publisher, cache) = xds::cache::channel();
         let mut admin = Admin::new(registry, store.clone());
         admin.config_dump = Some({

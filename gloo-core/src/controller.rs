@@ -37,7 +37,7 @@ use crate::{
     storage::Storage,
     store::{Event, Store},
     translate::{Input, Translation, Translator},
-    xds::{cache::SnapshotPublisher, nodes::Nack, Snapshot},
+    xds::{cache::SnapshotPublisher, rejections::Rejected, Rejections, Snapshot, Verdict},
 };
 
 pub const REPORTER: &str = "gloo-core";
@@ -72,44 +72,13 @@ impl ControllerMetrics {
     }
 }
 
-/// What Envoy said no to, by resource name: still reported until that resource changes.
-#[derive(Default)]
-struct Rejections {
-    /// Resource name → (version rejected, message, node).
-    by_name: BTreeMap<String, (String, String, String)>,
-}
-
-impl Rejections {
-    fn record(&mut self, nack: &Nack, snapshot: &Snapshot) {
-        for name in &nack.resource_names {
-            let version = snapshot
-                .of_type(&nack.type_url)
-                .and_then(|r| r.get(name))
-                .map(|r| r.version.clone())
-                .unwrap_or_default();
-            self.by_name.insert(
-                name.clone(),
-                (version, nack.message.clone(), nack.node.clone()),
-            );
-        }
-    }
-
-    /// Forgets rejections of resources that changed since (a new version may be fine).
-    fn retain_current(&mut self, snapshot: &Snapshot) {
-        self.by_name.retain(|name, (version, _, _)| {
-            snapshot
-                .resources
-                .values()
-                .any(|m| m.get(name).is_some_and(|r| &r.version == version))
-        });
-    }
-}
-
 pub struct Controller {
     pub store: Arc<Store>,
     pub storage: Arc<Storage>,
     pub publisher: SnapshotPublisher,
-    pub nacks: mpsc::UnboundedReceiver<Nack>,
+    /// Envoy's NACKs, and ACKs of nodes that NACKed before (a later ACK of the refused
+    /// version clears the rejection).
+    pub nacks: mpsc::UnboundedReceiver<Verdict>,
     pub metrics: ControllerMetrics,
 }
 
@@ -196,11 +165,15 @@ impl Controller {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     nack = self.nacks.recv() => {
-                        let Some(nack) = nack else { continue };
-                        warn!(node = %nack.node, type_url = %nack.type_url, version = %nack.version,
-                              resources = ?nack.resource_names, message = %nack.message,
-                              "Envoy rejected configuration");
-                        rejections.record(&nack, &snapshot);
+                        let Some(verdict) = nack else { continue };
+                        if let Verdict::Nack(nack) = &verdict {
+                            warn!(node = %nack.node, type_url = %nack.type_url, version = %nack.version,
+                                  resources = ?nack.resource_names, message = %nack.message,
+                                  "Envoy rejected configuration");
+                        }
+                        if !rejections.on_verdict(&verdict, &snapshot) {
+                            continue;
+                        }
                         let t = translator.as_ref().expect("kept").current();
                         blamed = self
                             .report(&identity, t, &rejections, BTreeSet::new(), &blamed)
@@ -248,7 +221,12 @@ impl Controller {
         blamed_before: &BTreeSet<Key>,
     ) -> BTreeSet<Key> {
         let mut envoy: BTreeMap<&Key, Vec<String>> = BTreeMap::new();
-        for (name, (_, message, node)) in &rejections.by_name {
+        for Rejected {
+            name,
+            message,
+            node,
+        } in rejections.iter()
+        {
             let keys = t.origins.get(name).map(Vec::as_slice).unwrap_or(&[]);
             // Blame the objects the message names, if it names any; else all of them.
             let named: Vec<&Key> = keys
