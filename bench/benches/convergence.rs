@@ -24,7 +24,8 @@
 //!
 //! Env: CONVERGENCE_ROUTES (default 1000), CONVERGENCE_CHURN_VS (500), CONVERGENCE_CHURN_ROUTES_PER_VS
 //! (10), CONVERGENCE_CHURN_RATE (Applies per second, 20), CONVERGENCE_PHASES (`quiet,churn`),
-//! CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0).
+//! CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0), CONVERGENCE_DUMP (a
+//! file to write Envoy's /config_dump to once the churned routes are served).
 //! Progress goes to stderr, the markdown report to stdout; exit code 1 when a target is missed.
 mod support;
 
@@ -250,6 +251,23 @@ struct Phase {
     probe_rate: f64,
     /// gloo-core's own counters over the measured routes (churn included).
     server: ServerCounters,
+    /// Envoy's own time to apply one route configuration (its `rds.*.update_duration`
+    /// histogram, over the whole phase): p50 and p99, in ms.
+    envoy_rds: Option<(f64, f64)>,
+}
+
+/// Envoy's `update_duration` histogram of its RDS subscription, cumulative over the Envoy's
+/// life (p50 ms, p99 ms). Envoy folds histogram samples into /stats at its stats flush (every
+/// 5 s), so the last seconds of a phase may be missing.
+fn envoy_rds_update(envoy: &Envoy) -> Option<(f64, f64)> {
+    let body = e2e::http::get(envoy.admin, "/stats?filter=rds.*update_duration")?.body;
+    let line = body.lines().find(|l| l.contains("update_duration"))?;
+    // `name: P0(interval,cumulative) P25(...) ... P99(...) P99.5(...) P99.9(...) P100(...)`
+    let quantile = |q: &str| -> Option<f64> {
+        let rest = line.split(&format!(" P{q}(")).nth(1)?;
+        rest.split(')').next()?.split(',').nth(1)?.parse().ok()
+    };
+    Some((quantile("50")?, quantile("99")?))
 }
 
 /// Counters of gloo-core's own `/metrics`, to split the figure into server-side parts.
@@ -378,6 +396,9 @@ async fn phase_run(cfg: &Config, with_churn: bool) -> Phase {
         )
         .await;
         churn_setup = started.elapsed();
+        if let Ok(f) = std::env::var("CONVERGENCE_DUMP") {
+            std::fs::write(f, gw.envoy.config_dump()).unwrap();
+        }
         eprintln!(
             "bench[{name}]: {} routes in {} VirtualServices served after {}",
             cfg.churn_vs * cfg.churn_routes_per_vs,
@@ -414,6 +435,7 @@ async fn phase_run(cfg: &Config, with_churn: bool) -> Phase {
         not_found: Vec::new(),
         probe_rate: 0.0,
         server: ServerCounters::default(),
+        envoy_rds: None,
     };
     let server_before = ServerCounters::read(&gw.core).await;
     let (mut requests, mut probing) = (0usize, Duration::ZERO);
@@ -465,6 +487,7 @@ async fn phase_run(cfg: &Config, with_churn: bool) -> Phase {
     }
     phase.probe_rate = requests as f64 / probing.as_secs_f64().max(1e-9);
     phase.server = ServerCounters::read(&gw.core).await.since(server_before);
+    phase.envoy_rds = envoy_rds_update(&gw.envoy);
 
     if let Some(churner) = churner {
         stop.store(true, Ordering::Relaxed);
@@ -518,8 +541,8 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
     out.push_str(
         "| phase | routes | p50 | p99 | max | target (p99) | result | Apply RTT p50 / p99 | \
          200 before Apply's answer | prober GETs/s | gloo-core: Apply mean (server) | \
-         gloo-core: passes, mean pass |\n\
-         |---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
+         gloo-core: passes, mean pass | Envoy: RDS apply p50 / p99 |\n\
+         |---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for p in phases {
         let l = sorted(p.latencies.clone());
@@ -535,7 +558,7 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
         let sv = &p.server;
         let mean = |sum: f64, n: f64| ms(Duration::from_secs_f64(sum / n.max(1.0)));
         out.push_str(&format!(
-            "| {phase} | {} | {} | {} | {} | < {} | {} | {} / {} | {} | {:.0} | {} | {:.0}, {} |\n",
+            "| {phase} | {} | {} | {} | {} | < {} | {} | {} / {} | {} | {:.0} | {} | {:.0}, {} | {} |\n",
             thousands(l.len()),
             ms(percentile(&l, 50.0)),
             ms(percentile(&l, 99.0)),
@@ -549,6 +572,8 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
             mean(sv.apply_seconds, sv.applies),
             sv.passes,
             mean(sv.pass_seconds, sv.passes),
+            p.envoy_rds
+                .map_or("?".into(), |(p50, p99)| format!("{p50} ms / {p99} ms")),
         ));
     }
     for p in phases {

@@ -4,7 +4,8 @@
 //! memory is the process's peak RSS growth during one parse (Linux `VmHWM`, reset through
 //! `/proc/self/clear_refs`). Prints a markdown table.
 //!
-//! `cargo bench -p discovery-openapi --bench parse`
+//! `cargo bench -p discovery-openapi --bench parse` (OPENAPI_BENCH_KEEP=1 keeps the generated
+//! specs in the temp dir, to profile one case: OPENAPI_BENCH_CASE=<i> OPENAPI_BENCH_FILE=<file>).
 use std::time::Instant;
 
 use discovery_openapi::{functions::functions, spec};
@@ -142,7 +143,11 @@ fn main() {
                 .env("OPENAPI_BENCH_FILE", &file)
                 .output()
                 .expect("running a bench case");
-            let _ = std::fs::remove_file(&file);
+            if std::env::var_os("OPENAPI_BENCH_KEEP").is_some() {
+                eprintln!("kept {}", file.display());
+            } else {
+                let _ = std::fs::remove_file(&file);
+            }
             print!("{}", String::from_utf8_lossy(&out.stdout));
         }
         return;

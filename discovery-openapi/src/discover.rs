@@ -32,7 +32,7 @@ use proto::v1::Kind;
 use tracing::{debug, info, warn};
 
 use crate::{
-    fetch::{Fetched, Fetcher, Validators},
+    fetch::{shown, Fetched, Fetcher, Validators},
     functions::{dedupe_across_upstreams, functions, PROBLEM_ANNOTATION, UPSTREAM_LABEL},
     metrics::OpenapiMetrics,
     select::{candidate_urls, Selection},
@@ -152,11 +152,11 @@ pub async fn probe(
             }
             Ok(Fetched::Status(s)) => {
                 metrics.request("status");
-                debug!(%url, status = %s, "the spec is gone from where it was; probing again");
+                debug!(url = %shown(url), status = %s, "the spec is gone from where it was; probing again");
             }
             Err(e) => {
                 metrics.request(label(&e));
-                return Outcome::NoSpec(format!("{url}: {e}"));
+                return Outcome::NoSpec(format!("{}: {}", shown(url), e.without_url()));
             }
         }
     }
@@ -183,12 +183,13 @@ pub async fn probe(
             }
             Ok(Fetched::NotModified) | Ok(Fetched::Status(_)) => {
                 metrics.request("status");
-                reasons.push(format!("{url}: no spec"));
+                reasons.push(format!("{}: no spec", shown(url)));
             }
             Err(e) => {
                 metrics.request(label(&e));
-                reasons.push(format!("{url}: {e}"));
-                if e.is_connect() {
+                let connect = e.is_connect();
+                reasons.push(format!("{}: {}", shown(url), e.without_url()));
+                if connect {
                     // Nobody listens: the other paths would fail the same way.
                     break;
                 }
@@ -428,7 +429,7 @@ fn apply(
         } => {
             let fs = functions(&api, &k.0, &k.1);
             if s.known.as_ref().map(|(u, _)| u) != Some(&url) || s.problem.is_some() {
-                info!(upstream = %target, %url, flavour = %api.flavour, functions = fs.len(), "spec found");
+                info!(upstream = %target, url = %shown(&url), flavour = %api.flavour, functions = fs.len(), "spec found");
             }
             parts.set(k.clone(), fs);
             s.known = Some((url, validators));
@@ -443,9 +444,9 @@ fn apply(
             validators,
             error,
         } => {
-            let problem = format!("{url}: {error}");
+            let problem = format!("{}: {error}", shown(&url));
             if s.problem.as_ref() != Some(&problem) {
-                warn!(upstream = %target, %url, %error, kept_functions = parts.contains(k), "bad spec; keeping the Functions of the last good one");
+                warn!(upstream = %target, url = %shown(&url), %error, kept_functions = parts.contains(k), "bad spec; keeping the Functions of the last good one");
             }
             ctx.metrics.error(&format!("spec_{}", error.kind()));
             metrics.set_problem(k, error.kind());

@@ -29,6 +29,21 @@ pub enum Fetched {
     Status(StatusCode),
 }
 
+/// A URL as logs and warnings show it: credentials in it (`https://user:secret@host/...`, from
+/// an `openapi-url` annotation) are replaced by `***`.
+pub fn shown(url: &str) -> std::borrow::Cow<'_, str> {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string().into()
+        }
+        _ => url.into(),
+    }
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
@@ -105,5 +120,27 @@ impl Fetcher {
             }
         }
         Ok(Fetched::Body(body, validators))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        assert_eq!(
+            shown("https://alice:s3cret@api.example.com/v1/openapi.json"),
+            "https://***:***@api.example.com/v1/openapi.json"
+        );
+        assert_eq!(
+            shown("http://tok3n@10.0.0.1:8080/spec"),
+            "http://***@10.0.0.1:8080/spec"
+        );
+        assert_eq!(
+            shown("http://10.0.0.1:8080/openapi.json"),
+            "http://10.0.0.1:8080/openapi.json"
+        );
+        assert_eq!(shown("not a url"), "not a url");
     }
 }

@@ -14,6 +14,7 @@ pub mod functions;
 pub mod metrics;
 pub mod select;
 pub mod spec;
+pub mod tree;
 pub mod warnings;
 
 use std::time::Duration;

@@ -1,13 +1,16 @@
 //! Parsing a service's API description into the operations REST Functions are made of.
 //!
 //! ```text
-//!  bytes ─► JSON or YAML value ─► every local $ref checked ─┬─ openapi: 3.0.x ─┐
+//!  bytes ─► JSON or YAML tree ──► every local $ref checked ─┬─ openapi: 3.0.x ─┐
 //!                                                           ├─ openapi: 3.1.x ─┼─► value walker
 //!                                                           └─ swagger: 2.0   ─┘       │
 //!                                       Api { base_path, operations } ◄────────────────┘
 //! ```
 //!
-//! One walker over the raw value reads all three flavours, since the parts routing needs
+//! The document is read into a [`Node`] tree that borrows its strings from the fetched bytes
+//! and keeps objects sorted for binary-search lookups (see [`crate::tree`]); building and
+//! dropping a `serde_json::Value` (an allocation per string and map entry) was most of the
+//! time of a large spec. One walker over the tree reads all three flavours, since the parts routing needs
 //! (servers or basePath, paths, operations, parameters, bodies) have the same shape in each;
 //! Swagger 2.0 differs only in its body parameters. OpenAPI 3.0 went through `openapiv3` before:
 //! typing every operation (responses, inline schemas, all `#[serde(flatten)]`, which buffers
@@ -18,7 +21,7 @@
 //! makes the whole document bad, so a half-read spec never replaces a good one.
 use std::collections::HashMap;
 
-use serde_json::Value;
+use crate::tree::Node;
 
 /// Where a parameter is sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,15 +102,19 @@ const METHODS: [&str; 8] = [
 /// Parses a JSON or YAML document (JSON when it starts with `{`).
 pub fn parse(bytes: &[u8]) -> Result<Api, SpecError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    let root: Value = if first == Some(&b'{') {
-        serde_json::from_slice(bytes).map_err(|e| SpecError::Parse(format!("JSON: {e}")))?
+    let root: Node = if first == Some(&b'{') {
+        // Checking the UTF-8 once for the whole text is cheaper than per string.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| SpecError::Parse(format!("JSON: not UTF-8: {e}")))?;
+        serde_json::from_str(text).map_err(|e| SpecError::Parse(format!("JSON: {e}")))?
     } else {
         serde_yaml::from_slice(bytes).map_err(|e| SpecError::Parse(format!("YAML: {e}")))?
     };
-    parse_value(&root)
+    parse_tree(&root)
 }
 
-pub fn parse_value(root: &Value) -> Result<Api, SpecError> {
+/// An already-read document.
+pub fn parse_tree(root: &Node) -> Result<Api, SpecError> {
     if !root.is_object() {
         return Err(SpecError::NotASpec("the document is not an object".into()));
     }
@@ -141,29 +148,29 @@ pub fn parse_value(root: &Value) -> Result<Api, SpecError> {
 }
 
 /// Whether every `$ref` in `v` is local and resolves (the fast check, with no bookkeeping).
-fn refs_resolve(root: &Value, v: &Value) -> bool {
+fn refs_resolve(root: &Node, v: &Node) -> bool {
     match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("$ref") {
+        Node::Obj(m) => {
+            if let Some(Node::Str(r)) = v.get("$ref") {
                 if pointer(root, r).is_err() {
                     return false;
                 }
             }
-            m.values().all(|c| refs_resolve(root, c))
+            m.iter().all(|(_, c)| refs_resolve(root, c))
         }
-        Value::Array(a) => a.iter().all(|c| refs_resolve(root, c)),
+        Node::Arr(a) => a.iter().all(|c| refs_resolve(root, c)),
         _ => true,
     }
 }
 
 /// Every `$ref` in the document must be local and resolve; the error names the first that
 /// does not, and where it is.
-fn check_refs(root: &Value, v: &Value, at: &mut String) -> Result<(), SpecError> {
+fn check_refs(root: &Node, v: &Node, at: &mut String) -> Result<(), SpecError> {
     match v {
-        Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get("$ref") {
+        Node::Obj(m) => {
+            if let Some(Node::Str(r)) = v.get("$ref") {
                 pointer(root, r).map_err(|why| SpecError::UnresolvedRef {
-                    reference: r.clone(),
+                    reference: r.to_string(),
                     at: at.clone(),
                     why,
                 })?;
@@ -178,7 +185,7 @@ fn check_refs(root: &Value, v: &Value, at: &mut String) -> Result<(), SpecError>
                 }
             }
         }
-        Value::Array(a) => {
+        Node::Arr(a) => {
             for (i, child) in a.iter().enumerate() {
                 if child.is_object() || child.is_array() {
                     let len = at.len();
@@ -194,8 +201,26 @@ fn check_refs(root: &Value, v: &Value, at: &mut String) -> Result<(), SpecError>
     Ok(())
 }
 
+/// Where in the document the walker is (`paths./pets/{id}.get.parameters[0]`), made into text
+/// only for an error: formatting it for every operation was a tenth of a large spec's time.
+enum At<'a> {
+    Path(&'a str),
+    Field(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, &'a str, usize),
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Path(p) => write!(f, "paths.{p}"),
+            At::Field(at, field) => write!(f, "{at}.{field}"),
+            At::Index(at, field, i) => write!(f, "{at}.{field}[{i}]"),
+        }
+    }
+}
+
 /// The value a local `$ref` points at.
-fn pointer<'a>(root: &'a Value, r: &str) -> Result<&'a Value, String> {
+fn pointer<'a>(root: &'a Node<'a>, r: &str) -> Result<&'a Node<'a>, String> {
     let Some(p) = r.strip_prefix('#') else {
         return Err(" (only local references, starting with #, are followed)".into());
     };
@@ -204,13 +229,13 @@ fn pointer<'a>(root: &'a Value, r: &str) -> Result<&'a Value, String> {
 }
 
 /// Follows `$ref`s (a reference may point at another reference) to the object itself.
-fn deref<'a>(root: &'a Value, mut v: &'a Value, at: &str) -> Result<&'a Value, SpecError> {
+fn deref<'a>(root: &'a Node<'a>, mut v: &'a Node<'a>, at: &At) -> Result<&'a Node<'a>, SpecError> {
     for _ in 0..32 {
-        match v.get("$ref").and_then(Value::as_str) {
+        match v.get("$ref").and_then(Node::as_str) {
             Some(r) => {
                 v = pointer(root, r).map_err(|why| SpecError::UnresolvedRef {
                     reference: r.into(),
-                    at: at.into(),
+                    at: at.to_string(),
                     why,
                 })?
             }
@@ -220,10 +245,10 @@ fn deref<'a>(root: &'a Value, mut v: &'a Value, at: &str) -> Result<&'a Value, S
     Err(SpecError::UnresolvedRef {
         reference: v
             .get("$ref")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .unwrap_or_default()
             .into(),
-        at: at.into(),
+        at: at.to_string(),
         why: " (a chain of more than 32 references; a cycle?)".into(),
     })
 }
@@ -241,21 +266,21 @@ fn merge(params: &mut Vec<Option<Param>>, p: Option<Param>) {
 
 /// OpenAPI 3.1 and Swagger 2.0 from the raw value. In Swagger 2.0 a body is a parameter
 /// `in: body` (or `formData`).
-fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
+fn walk(root: &Node, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
     let base_path = if swagger {
         root.get("basePath")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .map(|p| p.trim_end_matches('/').to_string())
             .unwrap_or_default()
     } else {
         root.get("servers")
-            .and_then(|s| s.get(0))
+            .and_then(|s| s.at(0))
             .and_then(|s| {
                 let url = s.get("url")?.as_str()?;
-                let vars = s.get("variables").and_then(Value::as_object).map(|m| {
+                let vars = s.get("variables").and_then(Node::as_object).map(|m| {
                     m.iter()
                         .filter_map(|(k, v)| {
-                            Some((k.clone(), v.get("default")?.as_str()?.to_string()))
+                            Some((k.to_string(), v.get("default")?.as_str()?.to_string()))
                         })
                         .collect()
                 });
@@ -270,29 +295,29 @@ fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
             return Err(SpecError::Parse("paths: required".into()))
         }
         None => None,
-        Some(Value::Object(m)) => Some(m),
+        Some(Node::Obj(m)) => Some(m),
         Some(_) => return Err(SpecError::Parse("paths: not an object".into())),
     };
     for (path, item) in paths.into_iter().flatten() {
-        let at = format!("paths.{path}");
+        let at = At::Path(path);
         let item = deref(root, item, &at)?;
         if !item.is_object() {
             return Err(SpecError::Parse(format!("{at}: not an object")));
         }
         let mut shared = Vec::new();
         for (i, p) in array(item, "parameters").enumerate() {
-            let at = format!("{at}.parameters[{i}]");
+            let at = At::Index(&at, "parameters", i);
             shared.push(param_value(root, p, &at)?);
         }
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
-            let at = format!("{at}.{method}");
+            let at = At::Field(&at, method);
             if !op.is_object() {
                 return Err(SpecError::Parse(format!("{at}: not an object")));
             }
             let mut params = shared.clone();
             for (i, p) in array(op, "parameters").enumerate() {
-                let p = param_value(root, p, &format!("{at}.parameters[{i}]"))?;
+                let p = param_value(root, p, &At::Index(&at, "parameters", i))?;
                 merge(&mut params, p);
             }
             let mut has_body = false;
@@ -305,18 +330,18 @@ fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
                     _ => true,
                 });
             } else if let Some(b) = op.get("requestBody") {
-                deref(root, b, &format!("{at}.requestBody"))?;
+                deref(root, b, &At::Field(&at, "requestBody"))?;
                 has_body = true;
             }
             let operation_id = match op.get("operationId") {
                 None => None,
-                Some(Value::String(s)) => Some(s.clone()),
+                Some(Node::Str(s)) => Some(s.to_string()),
                 Some(_) => return Err(SpecError::Parse(format!("{at}.operationId: not a string"))),
             };
             operations.push(Operation {
                 operation_id,
                 method: method.to_ascii_uppercase(),
-                path: path.clone(),
+                path: path.to_string(),
                 parameters: params.into_iter().flatten().collect(),
                 has_body,
             });
@@ -329,17 +354,17 @@ fn walk(root: &Value, flavour: &str, swagger: bool) -> Result<Api, SpecError> {
     })
 }
 
-fn array<'a>(v: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(field).and_then(Value::as_array).into_iter().flatten()
+fn array<'a>(v: &'a Node<'a>, field: &str) -> impl Iterator<Item = &'a Node<'a>> {
+    v.get(field).and_then(Node::as_array).into_iter().flatten()
 }
 
 /// A parameter from the raw value; body and form parameters (Swagger 2.0) come back as a path
 /// parameter with an empty name, a marker `walk` turns into `has_body`. Cookies are dropped.
-fn param_value(root: &Value, p: &Value, at: &str) -> Result<Option<Param>, SpecError> {
+fn param_value(root: &Node, p: &Node, at: &At) -> Result<Option<Param>, SpecError> {
     let p = deref(root, p, at)?;
     let field = |f: &str| {
         p.get(f)
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .ok_or_else(|| SpecError::Parse(format!("{at}.{f}: required, a string")))
     };
     let location = match field("in")? {
@@ -359,7 +384,7 @@ fn param_value(root: &Value, p: &Value, at: &str) -> Result<Option<Param>, SpecE
         name: field("name")?.to_string(),
         location,
         required: location == Location::Path
-            || p.get("required").and_then(Value::as_bool).unwrap_or(false),
+            || p.get("required").and_then(Node::as_bool).unwrap_or(false),
     }))
 }
 

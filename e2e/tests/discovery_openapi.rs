@@ -757,3 +757,30 @@ async fn a_restart_while_the_spec_is_bad_keeps_the_functions_written_before() {
     assert_eq!(names_of(&core, "shop").await, ["find-orders", "get-order"]);
     assert_eq!(problem_annotations(&core).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_an_openapi_url_never_reach_the_status_or_the_log() {
+    let core = Core::start();
+    let specs = SpecServer::start().await;
+    specs.set(
+        "/private/openapi.json",
+        b"{\"openapi\": \"3.0.3\", \"paths\": {".to_vec(),
+    );
+    let mut up = upstream("vault", specs.addr.port(), Some("enabled"));
+    let port = specs.addr.port();
+    up.metadata.as_mut().unwrap().annotations.insert(
+        "discovery.solo.io/openapi-url".into(),
+        format!("http://alice:s3cret@127.0.0.1:{port}/private/openapi.json"),
+    );
+    apply(&core, up).await;
+    let d = start(&core, &["--interval", "200ms"]);
+    let shown = format!("http://***:***@127.0.0.1:{port}/private/openapi.json");
+    let reason = wait_status(&core, &d, "vault", State::Warning, |r| r.contains(&shown)).await;
+    assert!(reason.contains("the spec does not parse"), "{reason:?}");
+    let log = d.log();
+    assert!(log.contains("bad spec"), "{log}");
+    assert!(
+        !reason.contains("s3cret") && !log.contains("s3cret"),
+        "the password is shown:\n{reason}\n{log}"
+    );
+}

@@ -1101,7 +1101,12 @@ async fn access_logs_prometheus_stats_and_request_ids() {
         resource(
             Kind::VirtualService,
             "vs",
-            json!({"routes": [{"name": "all", "matchers": [{"prefix": "/"}], "routeAction": to("b")}]}),
+            // Per-route statistics are opt-in: `all` has them, `unwatched` not.
+            json!({"routes": [
+                {"name": "unwatched", "matchers": [{"prefix": "/unwatched"}], "routeAction": to("b")},
+                {"name": "all", "matchers": [{"prefix": "/"}], "routeAction": to("b"),
+                 "options": {"stats": true}}
+            ]}),
         ),
     )
     .await;
@@ -1139,6 +1144,7 @@ async fn access_logs_prometheus_stats_and_request_ids() {
     assert_eq!(lines[0], "GET /logged/0 200 b_default");
 
     // Per-upstream and per-route statistics on Envoy's Prometheus endpoint.
+    assert_eq!(http::get(logged, "/unwatched").unwrap().status, 200);
     let prom = http::get(gw.p.envoy.admin, "/stats/prometheus")
         .unwrap()
         .body;
@@ -1162,6 +1168,10 @@ async fn access_logs_prometheus_stats_and_request_ids() {
             .filter(|l| l.contains("vhost"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(
+        !prom.contains("default-vs-unwatched"),
+        "per-route statistics for a route without options.stats"
     );
 
     // A request id on every request, seen by the backend, distinct per request.

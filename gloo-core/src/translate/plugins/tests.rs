@@ -337,3 +337,29 @@ fn tls_gateways_serve_certificates_over_sds_and_stay_byte_identical() {
     assert_eq!(vh.typed_per_filter_config.len(), 2);
     assert_eq!(vh.routes[0].typed_per_filter_config.len(), 3);
 }
+
+#[test]
+fn per_route_statistics_only_where_asked_for() {
+    let stat_prefixes = |route: Value, vhost: Value| -> Vec<String> {
+        let t = run(vec![
+            upstream("u", json!({})),
+            vs_with(route, vhost),
+            gateway(json!({})),
+        ]);
+        let rc: RouteConfiguration = decode(&t, xds::ROUTE, "gw_default-routes");
+        rc.virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.stat_prefix.clone())
+            .collect()
+    };
+    assert_eq!(stat_prefixes(json!({}), json!({})), [""], "off by default");
+    assert_eq!(
+        stat_prefixes(json!({"stats": true}), json!({})),
+        ["default-vs-r"]
+    );
+    assert_eq!(
+        stat_prefixes(json!({}), json!({"routeStats": true})),
+        ["default-vs-r"]
+    );
+}

@@ -221,6 +221,13 @@ fn listener_filter(name: &str) -> Option<(Stage, HttpFilter)> {
     })
 }
 
+/// Per-route statistics (`vhost.<vhost>.route.<route>.upstream_rq_*`), on Envoy's
+/// /stats/prometheus like the per-cluster ones; opt-in (`stats`, `routeStats`), because Envoy
+/// makes a stats scope per such route each time it applies the route configuration.
+fn route_stats(route: &mut EnvoyRoute) {
+    route.stat_prefix = route.name.clone();
+}
+
 /// Routes' stat prefixes name the route, so its limiter's counters can be found.
 fn route_stat_prefix(route: &EnvoyRoute) -> String {
     format!("route_{}", route.name)
@@ -237,15 +244,15 @@ impl Plugin for Traffic {
         rc: &RouteContext<'_>,
         out: &mut EnvoyRoute,
     ) -> Result<(), String> {
-        // Per-route statistics (`vhost.<vhost>.route.<route>.upstream_rq_*`), on Envoy's
-        // /stats/prometheus like the per-cluster ones.
-        out.stat_prefix = out.name.clone();
         let Route {
             options: Some(o), ..
         } = rc.route
         else {
             return Ok(());
         };
+        if o.stats {
+            route_stats(out);
+        }
         if let Some(c) = &o.cors {
             out.typed_per_filter_config
                 .insert(CORS.into(), cors("cors", c)?);
@@ -278,6 +285,9 @@ impl Plugin for Traffic {
         let Some(o) = &vs.options else {
             return Ok(());
         };
+        if o.route_stats {
+            out.routes.iter_mut().for_each(route_stats);
+        }
         if let Some(c) = &o.cors {
             out.typed_per_filter_config
                 .insert(CORS.into(), cors("options.cors", c)?);
