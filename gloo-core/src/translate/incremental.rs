@@ -76,10 +76,13 @@ pub struct Translator {
     plugins: Vec<Box<dyn Plugin>>,
     input: Input,
     index: Index,
-    /// Endpoints objects by the Upstream they name.
-    endpoints_of: HashMap<Key, BTreeSet<Key>>,
+    /// Endpoints objects by the Upstream they name, sorted (mostly one: a set would cost a
+    /// B-tree node each).
+    endpoints_of: HashMap<Key, Vec<Key>>,
     units: HashMap<Key, Unit>,
-    readers: HashMap<Key, HashSet<Key>>,
+    /// Who read each key, once each: mostly one or two, so a vector, kept in step by
+    /// [`replace_unit`] from the difference of old and new reads.
+    readers: HashMap<Key, Vec<Key>>,
     rejected_upstreams: Arc<HashSet<Key>>,
     /// The virtual hosts of the VirtualServices that translated, in key order.
     vhosts: BTreeMap<Key, Arc<VirtualHostOut>>,
@@ -142,35 +145,35 @@ fn report_of(state: State, reason: &str) -> Report {
 /// returns the old one.
 fn replace_unit(
     units: &mut HashMap<Key, Unit>,
-    readers: &mut HashMap<Key, HashSet<Key>>,
+    readers: &mut HashMap<Key, Vec<Key>>,
     key: &Key,
     unit: Option<Unit>,
 ) -> Option<Unit> {
     let old = match unit {
-        Some(u) => {
-            for r in &u.reads {
-                match readers.get_mut(r) {
-                    Some(set) => {
-                        set.insert(key.clone());
-                    }
-                    None => {
-                        readers.insert(r.clone(), HashSet::from([key.clone()]));
-                    }
-                }
-            }
-            units.insert(key.clone(), u)
-        }
+        Some(u) => units.insert(key.clone(), u),
         None => units.remove(key),
     };
-    if let Some(o) = &old {
-        let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
-        for r in &o.reads {
-            if now.binary_search(r).is_err() {
-                if let Some(set) = readers.get_mut(r) {
-                    set.remove(key);
-                    if set.is_empty() {
-                        readers.remove(r);
-                    }
+    let before = old.as_ref().map(|u| u.reads.as_slice()).unwrap_or(&[]);
+    let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
+    // Both sorted: a key gained is pushed (it cannot be there yet), a key lost is removed.
+    for r in now {
+        if before.binary_search(r).is_err() {
+            match readers.get_mut(r) {
+                Some(v) => v.push(key.clone()),
+                None => {
+                    readers.insert(r.clone(), vec![key.clone()]);
+                }
+            }
+        }
+    }
+    for r in before {
+        if now.binary_search(r).is_err() {
+            if let Some(v) = readers.get_mut(r) {
+                if let Some(i) = v.iter().position(|k| k == key) {
+                    v.swap_remove(i);
+                }
+                if v.is_empty() {
+                    readers.remove(r);
                 }
             }
         }
@@ -261,6 +264,21 @@ impl Translator {
         self.apply(changes)
     }
 
+    /// Takes these copies of objects it holds with the same content (say, the store's after a
+    /// status write), so that it stops keeping the old copies alive; any other object is left
+    /// for a pass to take. Translates nothing.
+    pub fn share(&mut self, objects: impl IntoIterator<Item = Arc<Resource>>) {
+        for n in objects {
+            let Some(key) = Key::of(&n) else { continue };
+            if let Some(o) = self.input.objects.get_mut(&key) {
+                if !Arc::ptr_eq(o, &n) && same_for_translation(o, &n) {
+                    *o = n.clone();
+                    self.index.insert(&key, n);
+                }
+            }
+        }
+    }
+
     /// Applies changes (an object as it is now, or none when it is gone) and translates what
     /// they touch. Changing an object to what it already is costs nothing.
     pub fn apply<I>(&mut self, changes: I) -> &Translation
@@ -276,6 +294,7 @@ impl Translator {
             let old = self.input.objects.get(&key);
             match (old, &new) {
                 (None, None) => continue,
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => continue,
                 (Some(o), Some(n)) if same_for_translation(o, n) => {
                     // Share the caller's copy (the store's); nothing to translate.
                     self.index.insert(&key, n.clone());
@@ -293,17 +312,19 @@ impl Translator {
                     let Some(up) = up else { continue };
                     let at = Key::new(Kind::Upstream, &key.namespace, up);
                     if i == 0 {
-                        if let Some(set) = self.endpoints_of.get_mut(&at) {
-                            set.remove(&key);
-                            if set.is_empty() {
+                        if let Some(list) = self.endpoints_of.get_mut(&at) {
+                            if let Ok(i) = list.binary_search(&key) {
+                                list.remove(i);
+                            }
+                            if list.is_empty() {
                                 self.endpoints_of.remove(&at);
                             }
                         }
                     } else {
-                        self.endpoints_of
-                            .entry(at.clone())
-                            .or_default()
-                            .insert(key.clone());
+                        let list = self.endpoints_of.entry(at.clone()).or_default();
+                        if let Err(i) = list.binary_search(&key) {
+                            list.insert(i, key.clone());
+                        }
                     }
                     dirty_upstreams.insert(at);
                 }

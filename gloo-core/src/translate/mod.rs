@@ -203,9 +203,12 @@ impl Index {
     fn insert(&mut self, key: &Key, r: Arc<Resource>) {
         let namespaces = self.by_kind.entry(key.kind).or_default();
         match namespaces.get_mut(key.namespace.as_str()) {
-            Some(names) => {
-                names.insert(key.name.clone(), r);
-            }
+            Some(names) => match names.get_mut(key.name.as_str()) {
+                Some(slot) => *slot = r,
+                None => {
+                    names.insert(key.name.clone(), r);
+                }
+            },
             None => {
                 namespaces
                     .entry(key.namespace.clone())
