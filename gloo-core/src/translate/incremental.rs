@@ -21,7 +21,7 @@
 //! object depends on it with nothing more to declare. Tests compare every pass with a fresh
 //! translation, including a randomized sequence of changes.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
@@ -31,7 +31,7 @@ use super::{
     listeners, names,
     plugins::{self, Plugin},
     routes::{self, VirtualHostOut},
-    upstreams, Context, Index, Input, Report, Reporter, Reports, Translation,
+    upstreams, Context, FastMap, FastSet, Index, Input, Report, Reporter, Reports, Translation,
 };
 use crate::{
     resource::Key,
@@ -78,12 +78,12 @@ pub struct Translator {
     index: Index,
     /// Endpoints objects by the Upstream they name, sorted (mostly one: a set would cost a
     /// B-tree node each).
-    endpoints_of: HashMap<Key, Vec<Key>>,
-    units: HashMap<Key, Unit>,
+    endpoints_of: FastMap<Key, Vec<Key>>,
+    units: FastMap<Key, Unit>,
     /// Who read each key, once each: mostly one or two, so a vector, kept in step by
     /// [`replace_unit`] from the difference of old and new reads.
-    readers: HashMap<Key, Vec<Key>>,
-    rejected_upstreams: Arc<HashSet<Key>>,
+    readers: FastMap<Key, Vec<Key>>,
+    rejected_upstreams: Arc<FastSet<Key>>,
     /// The virtual hosts of the VirtualServices that translated, in key order.
     vhosts: BTreeMap<Key, Arc<VirtualHostOut>>,
     plugin_step: Step,
@@ -141,11 +141,18 @@ fn report_of(state: State, reason: &str) -> Report {
     r
 }
 
+/// Adds `key` to `set`, copying it only when it is not there yet.
+fn add(set: &mut BTreeSet<Key>, key: &Key) {
+    if !set.contains(key) {
+        set.insert(key.clone());
+    }
+}
+
 /// Replaces the unit of `key` (removing it when `unit` is none) and its entries in `readers`;
 /// returns the old one.
 fn replace_unit(
-    units: &mut HashMap<Key, Unit>,
-    readers: &mut HashMap<Key, Vec<Key>>,
+    units: &mut FastMap<Key, Unit>,
+    readers: &mut FastMap<Key, Vec<Key>>,
     key: &Key,
     unit: Option<Unit>,
 ) -> Option<Unit> {
@@ -201,9 +208,9 @@ impl Translator {
             plugins,
             input: Input::default(),
             index: Index::default(),
-            endpoints_of: HashMap::new(),
-            units: HashMap::new(),
-            readers: HashMap::new(),
+            endpoints_of: FastMap::default(),
+            units: FastMap::default(),
+            readers: FastMap::default(),
             rejected_upstreams: Arc::default(),
             vhosts: BTreeMap::new(),
             plugin_step: Step::default(),
@@ -348,26 +355,19 @@ impl Translator {
         &self.out
     }
 
-    /// The objects that looked up any of `keys`, of kind `kind`, with the `keys` of that kind.
-    fn dirty(&self, keys: &[&BTreeSet<Key>], kind: Kind) -> BTreeSet<Key> {
-        let mut out = BTreeSet::new();
-        for set in keys {
-            for k in set.iter() {
-                if k.kind == kind {
-                    out.insert(k.clone());
-                }
-                if let Some(rs) = self.readers.get(k) {
-                    out.extend(rs.iter().filter(|r| r.kind == kind).cloned());
+    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
+        // One look at who read each changed key, for steps 1 and 2.
+        let mut dirty_checked = BTreeSet::new();
+        for k in changed {
+            let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+            for r in std::iter::once(k).chain(readers) {
+                match r.kind {
+                    Kind::Upstream => add(&mut dirty_upstreams, r),
+                    Kind::Endpoints | Kind::Function => add(&mut dirty_checked, r),
+                    _ => {}
                 }
             }
         }
-        out
-    }
-
-    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
-        dirty_upstreams.extend(self.dirty(&[changed], Kind::Upstream));
-        let mut dirty_checked = self.dirty(&[changed], Kind::Endpoints);
-        dirty_checked.extend(self.dirty(&[changed], Kind::Function));
         let mut touched: BTreeSet<Key> = changed.clone();
 
         let Translator {
@@ -474,7 +474,7 @@ impl Translator {
                     // A gateway's resource of the same name shows again.
                     regateway |= gateway_origins.contains(&cluster);
                 }
-                touched.insert(key.clone());
+                add(&mut touched, key);
             }
         }
         let _ = ctx.take_reads();
@@ -490,7 +490,7 @@ impl Translator {
                 }
             });
             replace_unit(units, readers, key, unit);
-            touched.insert(key.clone());
+            add(&mut touched, key);
         }
 
         // 3. Clusters made from several objects (plugins).
@@ -542,15 +542,11 @@ impl Translator {
             let mut d = BTreeSet::new();
             for set in [changed, &flipped] {
                 for k in set {
-                    if k.kind == Kind::VirtualService {
-                        d.insert(k.clone());
-                    }
-                    if let Some(rs) = readers.get(k) {
-                        d.extend(
-                            rs.iter()
-                                .filter(|r| r.kind == Kind::VirtualService)
-                                .cloned(),
-                        );
+                    let rs = readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+                    for r in std::iter::once(k).chain(rs) {
+                        if r.kind == Kind::VirtualService {
+                            add(&mut d, r);
+                        }
                     }
                 }
             }
@@ -611,7 +607,7 @@ impl Translator {
                     }
                     None => vhosts_changed |= vhosts.remove(key).is_some(),
                 }
-                touched.insert(key.clone());
+                add(&mut touched, key);
             }
         }
 
