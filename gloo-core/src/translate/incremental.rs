@@ -295,7 +295,17 @@ impl Translator {
         let first = !self.started;
         self.started = true;
         self.out.changed_reports.clear();
-        let mut changed: BTreeSet<Key> = BTreeSet::new();
+        // Into an empty translator (a pass from scratch) the maps are built in bulk, from
+        // sorted keys, rather than one search per object: the last change of a key wins.
+        let from_scratch = self.input.objects.is_empty();
+        let changes: Vec<(Key, Option<Arc<Resource>>)> = if from_scratch {
+            let last: BTreeMap<Key, Option<Arc<Resource>>> = changes.into_iter().collect();
+            last.into_iter().collect()
+        } else {
+            changes.into_iter().collect()
+        };
+        let mut added: Vec<(Key, Arc<Resource>)> = Vec::new();
+        let mut changed: Vec<Key> = Vec::with_capacity(changes.len());
         let mut dirty_upstreams: BTreeSet<Key> = BTreeSet::new();
         for (key, new) in changes {
             let old = self.input.objects.get(&key);
@@ -337,6 +347,10 @@ impl Translator {
                 }
             }
             match new {
+                Some(n) if from_scratch => {
+                    self.index.insert(&key, n.clone());
+                    added.push((key.clone(), n));
+                }
                 Some(n) => {
                     self.index.insert(&key, n.clone());
                     self.input.objects.insert(key.clone(), n);
@@ -346,11 +360,16 @@ impl Translator {
                     self.input.objects.remove(&key);
                 }
             }
-            changed.insert(key);
+            changed.push(key);
+        }
+        if from_scratch {
+            // Sorted and once each: built without a search.
+            self.input.objects = added.into_iter().collect();
         }
         if changed.is_empty() && !first {
             return &self.out;
         }
+        let changed: BTreeSet<Key> = changed.into_iter().collect();
         self.pass(first, &changed, dirty_upstreams);
         &self.out
     }
@@ -660,6 +679,10 @@ impl Translator {
         }
 
         // Reports: an object's own step's, then the plugins', then the gateways'.
+        // Built in bulk when they start empty (always, for the changed ones).
+        let bulk = out.reports.is_empty();
+        let mut new_reports: Vec<(Key, Report)> = Vec::new();
+        let mut changed_reports: Vec<Key> = Vec::new();
         for key in touched {
             let own = units.get(&key).and_then(|u| u.report.as_ref());
             let parts = [
@@ -667,23 +690,33 @@ impl Translator {
                 plugin_step.reports.get(&key),
                 gateway_step.reports.get(&key),
             ];
-            let report = (input.objects.contains_key(&key) || parts.iter().any(Option::is_some))
-                .then(|| {
-                    let mut r = Report::accepted();
-                    for p in parts.into_iter().flatten() {
-                        if p.state != State::Accepted || !p.reason.is_empty() {
-                            r.merge(p.state, &p.reason);
-                        }
+            let exists = index.get(key.kind, &key.namespace, &key.name).is_some();
+            let report = (exists || parts.iter().any(Option::is_some)).then(|| {
+                let mut r = Report::accepted();
+                for p in parts.into_iter().flatten() {
+                    if p.state != State::Accepted || !p.reason.is_empty() {
+                        r.merge(p.state, &p.reason);
                     }
-                    r
-                });
+                }
+                r
+            });
             if out.reports.get(&key) != report.as_ref() {
                 match report {
-                    Some(r) => out.reports.insert(key.clone(), r),
-                    None => out.reports.remove(&key),
-                };
-                out.changed_reports.insert(key);
+                    Some(r) if bulk => new_reports.push((key.clone(), r)),
+                    Some(r) => {
+                        out.reports.insert(key.clone(), r);
+                    }
+                    None => {
+                        out.reports.remove(&key);
+                    }
+                }
+                changed_reports.push(key);
             }
         }
+        if bulk {
+            out.reports = new_reports.into_iter().collect();
+        }
+        // `touched` is sorted: so is this.
+        out.changed_reports = changed_reports.into_iter().collect();
     }
 }

@@ -258,7 +258,9 @@ impl Hasher for FastHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply leaves the high bits best mixed; hashbrown takes its bucket from the
+        // low ones (rustc-hash 2 does the same).
+        self.0.rotate_left(26)
     }
 }
 
