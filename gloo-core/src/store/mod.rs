@@ -391,4 +391,33 @@ pub(crate) mod tests {
         assert_eq!(store.revision(), 0);
         assert!(store.read().is_empty());
     }
+
+    #[test]
+    fn a_change_tracker_names_the_keys_written_and_past_its_limit_says_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let tracker = store.track_changes();
+        put(&store, vec![Write::Put(Box::new(upstream("a", "x")))]);
+        put(
+            &store,
+            vec![Write::Delete(Key::new(Kind::Upstream, "a", "x"))],
+        );
+        let keys = tracker.lock().unwrap().take().expect("few keys");
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec![Key::new(Kind::Upstream, "a", "x")]
+        );
+        // Taken: nothing new since.
+        assert_eq!(tracker.lock().unwrap().take(), Some(BTreeSet::new()));
+        let many: Vec<Write> = (0..=ChangedKeys::LIMIT)
+            .map(|i| Write::Put(Box::new(upstream("a", &format!("u{i}")))))
+            .collect();
+        put(&store, many);
+        assert_eq!(tracker.lock().unwrap().take(), None, "too many to keep");
+        assert_eq!(tracker.lock().unwrap().take(), Some(BTreeSet::new()));
+        // A dropped tracker is forgotten by the store.
+        drop(tracker);
+        put(&store, vec![Write::Put(Box::new(upstream("a", "y")))]);
+        assert!(store.trackers.lock().unwrap().is_empty());
+    }
 }
