@@ -42,6 +42,9 @@ use crate::{
 
 pub const REPORTER: &str = "gloo-core";
 
+/// Statuses written per transaction, at least (see [`Controller::report`]).
+const STATUS_SLICE: usize = 1000;
+
 #[derive(Clone)]
 pub struct ControllerMetrics {
     passes: Counter,
@@ -149,14 +152,14 @@ impl Controller {
                 snapshot = snap;
                 self.publisher.publish(snapshot.clone());
                 rejections.retain_current(&snapshot);
-                let t = translator.as_ref().expect("kept").current();
+                let tr = translator.as_mut().expect("kept");
                 let candidates: BTreeSet<Key> = if was_whole {
-                    t.reports.keys().cloned().collect()
+                    tr.current().reports.keys().cloned().collect()
                 } else {
                     changed_reports.into_iter().chain(changed_keys).collect()
                 };
                 blamed = self
-                    .report(&identity, t, &rejections, candidates, &blamed)
+                    .report(&identity, tr, &rejections, candidates, &blamed)
                     .await;
             }
 
@@ -174,9 +177,9 @@ impl Controller {
                         if !rejections.on_verdict(&verdict, &snapshot) {
                             continue;
                         }
-                        let t = translator.as_ref().expect("kept").current();
+                        let tr = translator.as_mut().expect("kept");
                         blamed = self
-                            .report(&identity, t, &rejections, BTreeSet::new(), &blamed)
+                            .report(&identity, tr, &rejections, BTreeSet::new(), &blamed)
                             .await;
                     }
                     ev = events.recv() => {
@@ -215,11 +218,54 @@ impl Controller {
     async fn report(
         &self,
         identity: &Arc<Identity>,
+        translator: &mut Translator,
+        rejections: &Rejections,
+        candidates: BTreeSet<Key>,
+        blamed_before: &BTreeSet<Key>,
+    ) -> BTreeSet<Key> {
+        let (items, blamed) =
+            self.statuses(translator.current(), rejections, candidates, blamed_before);
+        if items.is_empty() {
+            return blamed;
+        }
+        // In slices, each followed by the translator taking the copies just written: else
+        // every object whose status changed would be held twice at once (the store's new copy,
+        // the translator's old one), which after a big Sync is most of gloo-core's memory.
+        // Few enough slices that their events fit in the store's broadcast channel.
+        let n = items.len();
+        let per_slice = STATUS_SLICE.max(n.div_ceil(8));
+        let mut written = 0;
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let slice: Vec<_> = items.by_ref().take(per_slice).collect();
+            let storage = self.storage.clone();
+            let identity = identity.clone();
+            match tokio::task::spawn_blocking(move || storage.update_statuses(&identity, slice))
+                .await
+            {
+                Ok(Ok(objects)) => {
+                    written += objects.len();
+                    translator.share(objects);
+                }
+                Ok(Err(e)) => warn!(%e, "writing statuses"),
+                Err(e) => warn!(%e, "writing statuses"),
+            }
+        }
+        self.metrics.statuses.inc_by(written as u64);
+        info!(written, considered = n, "statuses reported");
+        blamed
+    }
+
+    /// The statuses that differ from what is stored, among the `candidates` and the objects
+    /// Envoy's rejections name now or named last time; and the objects blamed on Envoy now.
+    #[allow(clippy::type_complexity)]
+    fn statuses(
+        &self,
         t: &Translation,
         rejections: &Rejections,
         mut candidates: BTreeSet<Key>,
         blamed_before: &BTreeSet<Key>,
-    ) -> BTreeSet<Key> {
+    ) -> (Vec<(Key, u64, Status)>, BTreeSet<Key>) {
         let mut envoy: BTreeMap<&Key, Vec<String>> = BTreeMap::new();
         for Rejected {
             name,
@@ -277,20 +323,6 @@ impl Controller {
                 }
             }
         }
-        if items.is_empty() {
-            return blamed;
-        }
-        let storage = self.storage.clone();
-        let identity = identity.clone();
-        let n = items.len();
-        match tokio::task::spawn_blocking(move || storage.update_statuses(&identity, items)).await {
-            Ok(Ok(written)) => {
-                self.metrics.statuses.inc_by(written as u64);
-                info!(written, considered = n, "statuses reported");
-            }
-            Ok(Err(e)) => warn!(%e, "writing statuses"),
-            Err(e) => warn!(%e, "writing statuses"),
-        }
-        blamed
+        (items, blamed)
     }
 }

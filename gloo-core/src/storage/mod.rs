@@ -425,12 +425,12 @@ impl Storage {
 
     /// Sets many statuses in one transaction (the reporter's call). An entry is skipped when
     /// the object is gone or its generation moved on since the status was computed, or when its
-    /// status is already that. Returns how many were written.
+    /// status is already that. Returns the objects written, as stored now.
     pub fn update_statuses(
         &self,
         who: &Identity,
         items: Vec<(Key, u64, Status)>,
-    ) -> Result<usize, Error> {
+    ) -> Result<Vec<Arc<Resource>>, Error> {
         if !who.can_update_status() {
             return Err(Error::Denied(format!("{} may not set statuses", who.name)));
         }
@@ -450,7 +450,7 @@ impl Storage {
             }
             Ok::<_, Error>((writes, ()))
         })?;
-        Ok(events.len())
+        Ok(events.into_iter().map(|e| e.resource).collect())
     }
 
     /// Makes the objects of `req.kinds` owned by `req.owner` exactly `req.resources`, keeping

@@ -13,9 +13,9 @@
 //! events are published only after the state changed, so nobody ever sees a write that a crash
 //! could take back.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     ops::Bound,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock, Weak},
 };
 
 use proto::v1::{Kind, Resource};
@@ -116,6 +116,41 @@ pub struct Store {
     state: RwLock<State>,
     writer: Mutex<()>,
     events: broadcast::Sender<Arc<[Event]>>,
+    trackers: Mutex<Vec<Weak<Mutex<ChangedKeys>>>>,
+}
+
+/// The keys written since a reader last took them, for a reader that catches up only now and
+/// then (the validator, at the next Apply). Unlike a broadcast receiver it keeps no object
+/// alive: a receiver that is not read pins every batch in the channel, and with them the old
+/// version of every object a big Sync wrote after its statuses were rewritten.
+#[derive(Debug, Default)]
+pub struct ChangedKeys {
+    keys: BTreeSet<Key>,
+    /// More keys changed than are worth keeping: the reader must compare the whole state.
+    overflowed: bool,
+}
+
+impl ChangedKeys {
+    /// Past this many keys, only "everything may have changed" is kept: comparing the whole
+    /// state costs about what applying that many changes does.
+    pub const LIMIT: usize = 1024;
+
+    /// The keys written since the last call, or `None` when too many were to keep.
+    pub fn take(&mut self) -> Option<BTreeSet<Key>> {
+        let keys = std::mem::take(&mut self.keys);
+        (!std::mem::replace(&mut self.overflowed, false)).then_some(keys)
+    }
+
+    fn add(&mut self, keys: impl Iterator<Item = Key>) {
+        if self.overflowed {
+            return;
+        }
+        self.keys.extend(keys);
+        if self.keys.len() > Self::LIMIT {
+            self.keys = BTreeSet::new();
+            self.overflowed = true;
+        }
+    }
 }
 
 impl Store {
@@ -133,6 +168,7 @@ impl Store {
             state: RwLock::new(State { objects, revision }),
             writer: Mutex::new(()),
             events,
+            trackers: Mutex::new(Vec::new()),
         })
     }
 
@@ -151,6 +187,17 @@ impl Store {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Event]>> {
         self.events.subscribe()
+    }
+
+    /// Keys of every write from now on, kept until taken (see [`ChangedKeys`]); the store
+    /// stops filling it once it is dropped.
+    pub fn track_changes(&self) -> Arc<Mutex<ChangedKeys>> {
+        let tracker = Arc::new(Mutex::new(ChangedKeys::default()));
+        self.trackers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&tracker));
+        tracker
     }
 
     pub fn events_since(&self, after: u64) -> Result<Vec<Event>, StoreError> {
@@ -182,6 +229,20 @@ impl Store {
                 };
                 state.revision = ev.revision;
             }
+            // Under the writer lock, like the state: a tracker never misses a write it did
+            // not see in the state.
+            self.trackers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|t| match t.upgrade() {
+                    Some(t) => {
+                        t.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .add(events.iter().filter_map(|e| Key::of(&e.resource)));
+                        true
+                    }
+                    None => false,
+                });
             (events, out)
         };
         let (events, out) = events;
@@ -329,5 +390,34 @@ pub(crate) mod tests {
         assert!(r.is_err());
         assert_eq!(store.revision(), 0);
         assert!(store.read().is_empty());
+    }
+
+    #[test]
+    fn a_change_tracker_names_the_keys_written_and_past_its_limit_says_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let tracker = store.track_changes();
+        put(&store, vec![Write::Put(Box::new(upstream("a", "x")))]);
+        put(
+            &store,
+            vec![Write::Delete(Key::new(Kind::Upstream, "a", "x"))],
+        );
+        let keys = tracker.lock().unwrap().take().expect("few keys");
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            vec![Key::new(Kind::Upstream, "a", "x")]
+        );
+        // Taken: nothing new since.
+        assert_eq!(tracker.lock().unwrap().take(), Some(BTreeSet::new()));
+        let many: Vec<Write> = (0..=ChangedKeys::LIMIT)
+            .map(|i| Write::Put(Box::new(upstream("a", &format!("u{i}")))))
+            .collect();
+        put(&store, many);
+        assert_eq!(tracker.lock().unwrap().take(), None, "too many to keep");
+        assert_eq!(tracker.lock().unwrap().take(), Some(BTreeSet::new()));
+        // A dropped tracker is forgotten by the store.
+        drop(tracker);
+        put(&store, vec![Write::Put(Box::new(upstream("a", "y")))]);
+        assert!(store.trackers.lock().unwrap().is_empty());
     }
 }

@@ -21,7 +21,7 @@
 //! object depends on it with nothing more to declare. Tests compare every pass with a fresh
 //! translation, including a randomized sequence of changes.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
@@ -31,7 +31,7 @@ use super::{
     listeners, names,
     plugins::{self, Plugin},
     routes::{self, VirtualHostOut},
-    upstreams, Context, Index, Input, Report, Reporter, Reports, Translation,
+    upstreams, Context, FastMap, FastSet, Index, Input, Report, Reporter, Reports, Translation,
 };
 use crate::{
     resource::Key,
@@ -76,11 +76,14 @@ pub struct Translator {
     plugins: Vec<Box<dyn Plugin>>,
     input: Input,
     index: Index,
-    /// Endpoints objects by the Upstream they name.
-    endpoints_of: HashMap<Key, BTreeSet<Key>>,
-    units: HashMap<Key, Unit>,
-    readers: HashMap<Key, HashSet<Key>>,
-    rejected_upstreams: Arc<HashSet<Key>>,
+    /// Endpoints objects by the Upstream they name, sorted (mostly one: a set would cost a
+    /// B-tree node each).
+    endpoints_of: FastMap<Key, Vec<Key>>,
+    units: FastMap<Key, Unit>,
+    /// Who read each key, once each: mostly one or two, so a vector, kept in step by
+    /// [`replace_unit`] from the difference of old and new reads.
+    readers: FastMap<Key, Vec<Key>>,
+    rejected_upstreams: Arc<FastSet<Key>>,
     /// The virtual hosts of the VirtualServices that translated, in key order.
     vhosts: BTreeMap<Key, Arc<VirtualHostOut>>,
     plugin_step: Step,
@@ -138,39 +141,46 @@ fn report_of(state: State, reason: &str) -> Report {
     r
 }
 
+/// Adds `key` to `set`, copying it only when it is not there yet.
+fn add(set: &mut BTreeSet<Key>, key: &Key) {
+    if !set.contains(key) {
+        set.insert(key.clone());
+    }
+}
+
 /// Replaces the unit of `key` (removing it when `unit` is none) and its entries in `readers`;
 /// returns the old one.
 fn replace_unit(
-    units: &mut HashMap<Key, Unit>,
-    readers: &mut HashMap<Key, HashSet<Key>>,
+    units: &mut FastMap<Key, Unit>,
+    readers: &mut FastMap<Key, Vec<Key>>,
     key: &Key,
     unit: Option<Unit>,
 ) -> Option<Unit> {
     let old = match unit {
-        Some(u) => {
-            for r in &u.reads {
-                match readers.get_mut(r) {
-                    Some(set) => {
-                        set.insert(key.clone());
-                    }
-                    None => {
-                        readers.insert(r.clone(), HashSet::from([key.clone()]));
-                    }
-                }
-            }
-            units.insert(key.clone(), u)
-        }
+        Some(u) => units.insert(key.clone(), u),
         None => units.remove(key),
     };
-    if let Some(o) = &old {
-        let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
-        for r in &o.reads {
-            if now.binary_search(r).is_err() {
-                if let Some(set) = readers.get_mut(r) {
-                    set.remove(key);
-                    if set.is_empty() {
-                        readers.remove(r);
-                    }
+    let before = old.as_ref().map(|u| u.reads.as_slice()).unwrap_or(&[]);
+    let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
+    // Both sorted: a key gained is pushed (it cannot be there yet), a key lost is removed.
+    for r in now {
+        if before.binary_search(r).is_err() {
+            match readers.get_mut(r) {
+                Some(v) => v.push(key.clone()),
+                None => {
+                    readers.insert(r.clone(), vec![key.clone()]);
+                }
+            }
+        }
+    }
+    for r in before {
+        if now.binary_search(r).is_err() {
+            if let Some(v) = readers.get_mut(r) {
+                if let Some(i) = v.iter().position(|k| k == key) {
+                    v.swap_remove(i);
+                }
+                if v.is_empty() {
+                    readers.remove(r);
                 }
             }
         }
@@ -198,9 +208,9 @@ impl Translator {
             plugins,
             input: Input::default(),
             index: Index::default(),
-            endpoints_of: HashMap::new(),
-            units: HashMap::new(),
-            readers: HashMap::new(),
+            endpoints_of: FastMap::default(),
+            units: FastMap::default(),
+            readers: FastMap::default(),
             rejected_upstreams: Arc::default(),
             vhosts: BTreeMap::new(),
             plugin_step: Step::default(),
@@ -261,6 +271,21 @@ impl Translator {
         self.apply(changes)
     }
 
+    /// Takes these copies of objects it holds with the same content (say, the store's after a
+    /// status write), so that it stops keeping the old copies alive; any other object is left
+    /// for a pass to take. Translates nothing.
+    pub fn share(&mut self, objects: impl IntoIterator<Item = Arc<Resource>>) {
+        for n in objects {
+            let Some(key) = Key::of(&n) else { continue };
+            if let Some(o) = self.input.objects.get_mut(&key) {
+                if !Arc::ptr_eq(o, &n) && same_for_translation(o, &n) {
+                    *o = n.clone();
+                    self.index.insert(&key, n);
+                }
+            }
+        }
+    }
+
     /// Applies changes (an object as it is now, or none when it is gone) and translates what
     /// they touch. Changing an object to what it already is costs nothing.
     pub fn apply<I>(&mut self, changes: I) -> &Translation
@@ -270,12 +295,23 @@ impl Translator {
         let first = !self.started;
         self.started = true;
         self.out.changed_reports.clear();
-        let mut changed: BTreeSet<Key> = BTreeSet::new();
+        // Into an empty translator (a pass from scratch) the maps are built in bulk, from
+        // sorted keys, rather than one search per object: the last change of a key wins.
+        let from_scratch = self.input.objects.is_empty();
+        let changes: Vec<(Key, Option<Arc<Resource>>)> = if from_scratch {
+            let last: BTreeMap<Key, Option<Arc<Resource>>> = changes.into_iter().collect();
+            last.into_iter().collect()
+        } else {
+            changes.into_iter().collect()
+        };
+        let mut added: Vec<(Key, Arc<Resource>)> = Vec::new();
+        let mut changed: Vec<Key> = Vec::with_capacity(changes.len());
         let mut dirty_upstreams: BTreeSet<Key> = BTreeSet::new();
         for (key, new) in changes {
             let old = self.input.objects.get(&key);
             match (old, &new) {
                 (None, None) => continue,
+                (Some(o), Some(n)) if Arc::ptr_eq(o, n) => continue,
                 (Some(o), Some(n)) if same_for_translation(o, n) => {
                     // Share the caller's copy (the store's); nothing to translate.
                     self.index.insert(&key, n.clone());
@@ -293,22 +329,28 @@ impl Translator {
                     let Some(up) = up else { continue };
                     let at = Key::new(Kind::Upstream, &key.namespace, up);
                     if i == 0 {
-                        if let Some(set) = self.endpoints_of.get_mut(&at) {
-                            set.remove(&key);
-                            if set.is_empty() {
+                        if let Some(list) = self.endpoints_of.get_mut(&at) {
+                            if let Ok(i) = list.binary_search(&key) {
+                                list.remove(i);
+                            }
+                            if list.is_empty() {
                                 self.endpoints_of.remove(&at);
                             }
                         }
                     } else {
-                        self.endpoints_of
-                            .entry(at.clone())
-                            .or_default()
-                            .insert(key.clone());
+                        let list = self.endpoints_of.entry(at.clone()).or_default();
+                        if let Err(i) = list.binary_search(&key) {
+                            list.insert(i, key.clone());
+                        }
                     }
                     dirty_upstreams.insert(at);
                 }
             }
             match new {
+                Some(n) if from_scratch => {
+                    self.index.insert(&key, n.clone());
+                    added.push((key.clone(), n));
+                }
                 Some(n) => {
                     self.index.insert(&key, n.clone());
                     self.input.objects.insert(key.clone(), n);
@@ -318,35 +360,33 @@ impl Translator {
                     self.input.objects.remove(&key);
                 }
             }
-            changed.insert(key);
+            changed.push(key);
+        }
+        if from_scratch {
+            // Sorted and once each: built without a search.
+            self.input.objects = added.into_iter().collect();
         }
         if changed.is_empty() && !first {
             return &self.out;
         }
+        let changed: BTreeSet<Key> = changed.into_iter().collect();
         self.pass(first, &changed, dirty_upstreams);
         &self.out
     }
 
-    /// The objects that looked up any of `keys`, of kind `kind`, with the `keys` of that kind.
-    fn dirty(&self, keys: &[&BTreeSet<Key>], kind: Kind) -> BTreeSet<Key> {
-        let mut out = BTreeSet::new();
-        for set in keys {
-            for k in set.iter() {
-                if k.kind == kind {
-                    out.insert(k.clone());
-                }
-                if let Some(rs) = self.readers.get(k) {
-                    out.extend(rs.iter().filter(|r| r.kind == kind).cloned());
+    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
+        // One look at who read each changed key, for steps 1 and 2.
+        let mut dirty_checked = BTreeSet::new();
+        for k in changed {
+            let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+            for r in std::iter::once(k).chain(readers) {
+                match r.kind {
+                    Kind::Upstream => add(&mut dirty_upstreams, r),
+                    Kind::Endpoints | Kind::Function => add(&mut dirty_checked, r),
+                    _ => {}
                 }
             }
         }
-        out
-    }
-
-    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
-        dirty_upstreams.extend(self.dirty(&[changed], Kind::Upstream));
-        let mut dirty_checked = self.dirty(&[changed], Kind::Endpoints);
-        dirty_checked.extend(self.dirty(&[changed], Kind::Function));
         let mut touched: BTreeSet<Key> = changed.clone();
 
         let Translator {
@@ -453,7 +493,7 @@ impl Translator {
                     // A gateway's resource of the same name shows again.
                     regateway |= gateway_origins.contains(&cluster);
                 }
-                touched.insert(key.clone());
+                add(&mut touched, key);
             }
         }
         let _ = ctx.take_reads();
@@ -469,7 +509,7 @@ impl Translator {
                 }
             });
             replace_unit(units, readers, key, unit);
-            touched.insert(key.clone());
+            add(&mut touched, key);
         }
 
         // 3. Clusters made from several objects (plugins).
@@ -521,15 +561,11 @@ impl Translator {
             let mut d = BTreeSet::new();
             for set in [changed, &flipped] {
                 for k in set {
-                    if k.kind == Kind::VirtualService {
-                        d.insert(k.clone());
-                    }
-                    if let Some(rs) = readers.get(k) {
-                        d.extend(
-                            rs.iter()
-                                .filter(|r| r.kind == Kind::VirtualService)
-                                .cloned(),
-                        );
+                    let rs = readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+                    for r in std::iter::once(k).chain(rs) {
+                        if r.kind == Kind::VirtualService {
+                            add(&mut d, r);
+                        }
                     }
                 }
             }
@@ -590,7 +626,7 @@ impl Translator {
                     }
                     None => vhosts_changed |= vhosts.remove(key).is_some(),
                 }
-                touched.insert(key.clone());
+                add(&mut touched, key);
             }
         }
 
@@ -643,6 +679,10 @@ impl Translator {
         }
 
         // Reports: an object's own step's, then the plugins', then the gateways'.
+        // Built in bulk when they start empty (always, for the changed ones).
+        let bulk = out.reports.is_empty();
+        let mut new_reports: Vec<(Key, Report)> = Vec::new();
+        let mut changed_reports: Vec<Key> = Vec::new();
         for key in touched {
             let own = units.get(&key).and_then(|u| u.report.as_ref());
             let parts = [
@@ -650,23 +690,33 @@ impl Translator {
                 plugin_step.reports.get(&key),
                 gateway_step.reports.get(&key),
             ];
-            let report = (input.objects.contains_key(&key) || parts.iter().any(Option::is_some))
-                .then(|| {
-                    let mut r = Report::accepted();
-                    for p in parts.into_iter().flatten() {
-                        if p.state != State::Accepted || !p.reason.is_empty() {
-                            r.merge(p.state, &p.reason);
-                        }
+            let exists = index.get(key.kind, &key.namespace, &key.name).is_some();
+            let report = (exists || parts.iter().any(Option::is_some)).then(|| {
+                let mut r = Report::accepted();
+                for p in parts.into_iter().flatten() {
+                    if p.state != State::Accepted || !p.reason.is_empty() {
+                        r.merge(p.state, &p.reason);
                     }
-                    r
-                });
+                }
+                r
+            });
             if out.reports.get(&key) != report.as_ref() {
                 match report {
-                    Some(r) => out.reports.insert(key.clone(), r),
-                    None => out.reports.remove(&key),
-                };
-                out.changed_reports.insert(key);
+                    Some(r) if bulk => new_reports.push((key.clone(), r)),
+                    Some(r) => {
+                        out.reports.insert(key.clone(), r);
+                    }
+                    None => {
+                        out.reports.remove(&key);
+                    }
+                }
+                changed_reports.push(key);
             }
         }
+        if bulk {
+            out.reports = new_reports.into_iter().collect();
+        }
+        // `touched` is sorted: so is this.
+        out.changed_reports = changed_reports.into_iter().collect();
     }
 }

@@ -21,7 +21,8 @@
 use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::Arc,
+    hash::{BuildHasher, Hasher},
+    sync::{Arc, OnceLock},
 };
 
 use proto::v1::{resource::Spec, status::State, Kind, Resource};
@@ -82,7 +83,7 @@ pub type Reports = BTreeMap<Key, Report>;
 pub struct Reporter {
     reports: Reports,
     /// The Upstreams Rejected by step 1, which runs apart from the steps that ask.
-    rejected_upstreams: Arc<HashSet<Key>>,
+    rejected_upstreams: Arc<FastSet<Key>>,
 }
 
 impl Reporter {
@@ -95,7 +96,7 @@ impl Reporter {
         }
     }
 
-    fn after_upstreams(rejected_upstreams: Arc<HashSet<Key>>) -> Self {
+    fn after_upstreams(rejected_upstreams: Arc<FastSet<Key>>) -> Self {
         Reporter {
             reports: Reports::new(),
             rejected_upstreams,
@@ -188,11 +189,86 @@ pub fn stamp(r: &Resource) -> Stamp {
         .map_or((0, 0), |m| (m.uid, m.generation))
 }
 
+/// The translator's hash maps, keyed by object keys and names: SipHash, the default, took a
+/// twentieth of a full pass. This is FxHash (rustc's), seeded once per process; it does not
+/// resist deliberate flooding, and the names it hashes come from authenticated writers.
+pub(crate) type FastMap<K, V> = HashMap<K, V, FastState>;
+pub(crate) type FastSet<K> = HashSet<K, FastState>;
+
+#[derive(Clone, Copy)]
+pub(crate) struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        FastState(*SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0u64)))
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub(crate) struct FastHasher(u64);
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            // The length too, so "a" and "a\0" differ.
+            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(n as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(n as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    #[inline]
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the high bits best mixed; hashbrown takes its bucket from the
+        // low ones (rustc-hash 2 does the same).
+        self.0.rotate_left(26)
+    }
+}
+
 /// Every object by kind, namespace and name, kept by the translator between passes and looked
 /// up by `&str`, with no allocation.
 #[derive(Default)]
 pub(crate) struct Index {
-    by_kind: HashMap<Kind, HashMap<String, HashMap<String, Arc<Resource>>>>,
+    by_kind: FastMap<Kind, FastMap<String, FastMap<String, Arc<Resource>>>>,
 }
 
 impl Index {
@@ -203,9 +279,12 @@ impl Index {
     fn insert(&mut self, key: &Key, r: Arc<Resource>) {
         let namespaces = self.by_kind.entry(key.kind).or_default();
         match namespaces.get_mut(key.namespace.as_str()) {
-            Some(names) => {
-                names.insert(key.name.clone(), r);
-            }
+            Some(names) => match names.get_mut(key.name.as_str()) {
+                Some(slot) => *slot = r,
+                None => {
+                    names.insert(key.name.clone(), r);
+                }
+            },
             None => {
                 namespaces
                     .entry(key.namespace.clone())

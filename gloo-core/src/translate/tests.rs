@@ -586,3 +586,35 @@ fn a_discovery_warning_does_not_hide_a_rejection() {
 
 mod aws_lambda;
 mod incremental;
+
+#[test]
+fn after_a_status_write_the_translator_holds_the_stores_copy_and_not_the_old_one() {
+    let up = Arc::new(static_us("a", "10.0.0.1", 80));
+    let changed_spec = Arc::new(static_us("a", "10.0.0.2", 80));
+    let mut tr = Translator::new();
+    tr.replace(&input(vec![(*up).clone()]));
+    let key = Key::of(&up).unwrap();
+    let held = tr.input().objects[&key].clone();
+    // The store's copy after a status write: same content, new status.
+    let mut with_status = (*held).clone();
+    with_status.status = Some(proto::v1::Status {
+        state: State::Accepted as i32,
+        ..Default::default()
+    });
+    let with_status = Arc::new(with_status);
+    let before = tr.current().snapshot.clone();
+    tr.share([with_status.clone(), changed_spec.clone()]);
+    assert!(Arc::ptr_eq(&tr.input().objects[&key], &with_status));
+    // Only the old copy's last holders were the test and the translator: it is let go.
+    assert_eq!(Arc::strong_count(&held), 1);
+    // A copy whose content differs is left for a pass: nothing was translated.
+    assert_eq!(tr.current().snapshot, before);
+    tr.apply([(key.clone(), Some(changed_spec))]);
+    assert_ne!(
+        tr.current().snapshot,
+        before,
+        "the new address was translated"
+    );
+    let fresh = translate(tr.input());
+    assert_eq!(tr.current().snapshot, fresh.snapshot);
+}

@@ -4,8 +4,8 @@
 //!
 //! "Works now" is what the reporter last said (the objects' stored statuses), so only the
 //! state after the write is translated, by a translator kept in step with the store between
-//! writes: it is told what changed (the store's events, when it watches the store; else a
-//! comparison with the whole state), and the proposal is applied on top as one more change.
+//! writes: it is told what changed (the keys the store wrote since, when it watches the store;
+//! else, or after many writes, a comparison with the whole state), and the proposal is applied on top as one more change.
 //! So a write costs what it touches, like a controller pass, and the translator keeps only
 //! what reports need (no encoded Envoy resource). The proposal is left applied;
 //! before the next write the keys it touched are set back to what the store holds (the same
@@ -20,18 +20,18 @@ use std::sync::{
 };
 
 use proto::v1::{status::State, Resource};
-use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{Input, Translator};
 use crate::{
     resource::Key,
-    store::{self, Event, Store, Write},
+    store::{self, ChangedKeys, Store, Write},
 };
 
 struct Synced {
     translator: Translator,
-    /// The store's events, when watching: what changed since the last write.
-    events: Option<broadcast::Receiver<Arc<[Event]>>>,
+    /// The keys the store wrote since the last write, when watching. Keys, not events: events
+    /// held until the next Apply would keep every object they carry alive.
+    changes: Option<Arc<Mutex<ChangedKeys>>>,
     /// Whether the translator has seen the whole state once (and no event was missed since).
     whole: bool,
     /// The keys the last proposal set.
@@ -50,7 +50,7 @@ impl Default for Validator {
         Validator {
             synced: Mutex::new(Synced {
                 translator: Translator::reports_only(),
-                events: None,
+                changes: None,
                 whole: false,
                 proposed: Vec::new(),
             }),
@@ -65,12 +65,11 @@ impl Validator {
         Validator::default()
     }
 
-    /// A validator that follows `store`'s events, so a write costs what it touches. Writes
-    /// must be validated under the store's writer lock (inside `transact`), after every event
-    /// of the writes before was sent.
+    /// A validator that follows what `store` writes, so a write costs what it touches. Writes
+    /// must be validated under the store's writer lock (inside `transact`).
     pub fn watching(store: &Store) -> Self {
         let v = Validator::default();
-        v.synced.lock().unwrap_or_else(|p| p.into_inner()).events = Some(store.subscribe());
+        v.synced.lock().unwrap_or_else(|p| p.into_inner()).changes = Some(store.track_changes());
         v
     }
 
@@ -82,14 +81,11 @@ impl Validator {
         // Bring the translator to `state`.
         let mut keys = std::mem::take(&mut synced.proposed);
         let mut whole = !synced.whole;
-        match &mut synced.events {
+        match &synced.changes {
             None => whole = true,
-            Some(rx) => loop {
-                match rx.try_recv() {
-                    Ok(batch) => keys.extend(batch.iter().filter_map(|e| Key::of(&e.resource))),
-                    Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
-                    Err(TryRecvError::Lagged(_)) => whole = true,
-                }
+            Some(c) => match c.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(written) => keys.extend(written),
+                None => whole = true,
             },
         }
         if whole {
