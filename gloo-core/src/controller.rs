@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     auth::Identity,
+    memory,
     resource::Key,
     storage::Storage,
     store::{Event, Store},
@@ -124,6 +125,7 @@ impl Controller {
             };
             let changed_keys = std::mem::take(&mut pending);
             let was_whole = std::mem::replace(&mut whole, false);
+            let large = was_whole || changed_keys.len() >= memory::LARGE_CHANGE;
             let publish = std::mem::replace(&mut real, false);
             let mut tr = translator.take().unwrap_or_default();
             let pass = tokio::task::spawn_blocking(move || {
@@ -161,6 +163,10 @@ impl Controller {
                 blamed = self
                     .report(&identity, tr, &rejections, candidates, &blamed)
                     .await;
+            }
+            if large {
+                // The copies this pass replaced are freed: give their pages back.
+                let _ = tokio::task::spawn_blocking(memory::release).await;
             }
 
             // Wait for a change, or a NACK to report.

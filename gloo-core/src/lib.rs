@@ -11,6 +11,7 @@ pub mod admin;
 pub mod args;
 pub mod auth;
 pub mod controller;
+pub mod memory;
 pub mod metrics;
 pub mod resource;
 pub mod storage;
