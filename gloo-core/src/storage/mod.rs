@@ -677,6 +677,19 @@ mod tests {
         Storage::new(Arc::new(Store::open(Box::new(backend)).unwrap()))
     }
 
+    /// A store holding the admin's Upstream `shop` (keep the dir while the store is used).
+    fn with_shop() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = storage(dir.path());
+        s.apply(
+            &who("admin"),
+            upstream("shop", 8080),
+            ApplyOptions::default(),
+        )
+        .unwrap();
+        (dir, s)
+    }
+
     fn key(name: &str) -> Key {
         Key::new(Kind::Upstream, "default", name)
     }
@@ -694,11 +707,8 @@ mod tests {
 
     #[test]
     fn discovery_may_set_and_remove_its_warning_on_an_object_it_does_not_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = storage(dir.path());
+        let (_dir, s) = with_shop();
         let opts = ApplyOptions::default();
-        s.apply(&who("admin"), upstream("shop", 8080), opts)
-            .unwrap();
         let openapi = who("openapi");
 
         let warned = edited(&s, "shop", |r| {
@@ -727,11 +737,8 @@ mod tests {
 
     #[test]
     fn discovery_still_may_not_change_anything_else_of_an_object_it_does_not_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = storage(dir.path());
+        let (_dir, s) = with_shop();
         let opts = ApplyOptions::default();
-        s.apply(&who("admin"), upstream("shop", 8080), opts)
-            .unwrap();
         let openapi = who("openapi");
         let with_warning = |r: &mut Resource| {
             annotations(r).insert(WARNING.into(), "bad".into());
