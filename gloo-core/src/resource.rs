@@ -1,23 +1,94 @@
 //! Helpers over the generated resource types: an object's kind and key, name rules, the
 //! JSON form of specs (the proto3 JSON mapping), and label selectors.
-use std::fmt;
+use std::{
+    fmt,
+    hash::{Hash, Hasher},
+    sync::{Arc, OnceLock},
+};
 
 use proto::v1::{resource::Spec, Kind, Resource};
 
 /// Where an object lives: kind, namespace, name. Ordered so a kind's objects sort together.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The names are shared (`Arc<str>`): the translator copies keys into its indexes, read sets
+/// and reports many times per object, and a copy costs two reference counts, not two
+/// allocations. Every key in the default namespace shares one copy of its name.
+#[derive(Clone, Debug)]
 pub struct Key {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+/// One shared copy of a namespace name: the default one, else a new one.
+fn shared_namespace(namespace: &str) -> Arc<str> {
+    static DEFAULT: OnceLock<Arc<str>> = OnceLock::new();
+    if namespace == DEFAULT_NAMESPACE {
+        DEFAULT.get_or_init(|| Arc::from(DEFAULT_NAMESPACE)).clone()
+    } else {
+        Arc::from(namespace)
+    }
+}
+
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && same(&self.name, &other.name)
+            && same(&self.namespace, &other.namespace)
+    }
+}
+
+impl Eq for Key {}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let by = |a: &Arc<str>, b: &Arc<str>| {
+            if Arc::ptr_eq(a, b) {
+                std::cmp::Ordering::Equal
+            } else {
+                a.cmp(b)
+            }
+        };
+        self.kind
+            .cmp(&other.kind)
+            .then_with(|| by(&self.namespace, &other.namespace))
+            .then_with(|| by(&self.name, &other.name))
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.namespace.hash(state);
+        self.name.hash(state);
+    }
 }
 
 impl Key {
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, namespace: impl AsRef<str>, name: impl AsRef<str>) -> Self {
         Key {
             kind,
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: shared_namespace(namespace.as_ref()),
+            name: Arc::from(name.as_ref()),
+        }
+    }
+
+    /// A key from names already shared (the translator's index keeps one copy of each).
+    pub fn from_shared(kind: Kind, namespace: Arc<str>, name: Arc<str>) -> Self {
+        Key {
+            kind,
+            namespace,
+            name,
         }
     }
 
@@ -42,8 +113,8 @@ impl Key {
     pub fn to_proto(&self) -> proto::v1::ObjectKey {
         proto::v1::ObjectKey {
             kind: self.kind as i32,
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
         }
     }
 }

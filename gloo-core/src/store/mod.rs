@@ -93,7 +93,7 @@ impl State {
         self.objects
             .range((Bound::Included(start), Bound::Unbounded))
             .take_while(move |(k, _)| {
-                k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns)
+                k.kind == kind && namespace.is_none_or(|ns| &*k.namespace == ns)
             })
             .map(|(_, v)| v)
     }

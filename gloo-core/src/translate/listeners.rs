@@ -48,14 +48,14 @@ fn served<'v>(
     }
     let mut out = Vec::new();
     for r in &gw.virtual_services {
-        let ns = if r.namespace.is_empty() {
+        let ns: &str = if r.namespace.is_empty() {
             &gw_key.namespace
         } else {
             &r.namespace
         };
         match vhosts
             .iter()
-            .find(|v| v.key.namespace == *ns && v.key.name == r.name)
+            .find(|v| &*v.key.namespace == ns && *v.key.name == *r.name)
         {
             Some(v) => out.push(v),
             None => reporter.warn(
@@ -103,11 +103,8 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
         value.extend_from_slice(&v.encoded);
     }
     let version = xds::names_version(
-        std::iter::once((name, "")).chain(
-            vhosts
-                .iter()
-                .map(|v| (v.key.name.as_str(), v.version.as_str())),
-        ),
+        std::iter::once((name, ""))
+            .chain(vhosts.iter().map(|v| (&*v.key.name, v.version.as_str()))),
     );
     XdsResource {
         name: name.to_string(),

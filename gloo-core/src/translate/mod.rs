@@ -167,16 +167,16 @@ pub struct Translation {
 /// Envoy names of our objects (Gloo's convention: `<name>_<namespace>`).
 pub mod names {
     pub fn cluster(namespace: &str, name: &str) -> String {
-        format!("{name}_{namespace}")
+        [name, "_", namespace].concat()
     }
     pub fn listener(namespace: &str, name: &str) -> String {
-        format!("{name}_{namespace}")
+        [name, "_", namespace].concat()
     }
     pub fn route_config(namespace: &str, name: &str) -> String {
-        format!("{name}_{namespace}-routes")
+        [name, "_", namespace, "-routes"].concat()
     }
     pub fn virtual_host(namespace: &str, name: &str) -> String {
-        format!("{name}_{namespace}")
+        [name, "_", namespace].concat()
     }
 }
 
@@ -264,11 +264,15 @@ impl Hasher for FastHasher {
     }
 }
 
+/// The objects of one namespace and kind, by name.
+type Names = FastMap<Arc<str>, Arc<Resource>>;
+
 /// Every object by kind, namespace and name, kept by the translator between passes and looked
-/// up by `&str`, with no allocation.
+/// up by `&str`, with no allocation. Its names are the objects' keys' own shared copies, so a
+/// lookup can hand out the key it found without allocating.
 #[derive(Default)]
 pub(crate) struct Index {
-    by_kind: FastMap<Kind, FastMap<String, FastMap<String, Arc<Resource>>>>,
+    by_kind: FastMap<Kind, FastMap<Arc<str>, Names>>,
 }
 
 impl Index {
@@ -276,35 +280,30 @@ impl Index {
         self.by_kind.get(&kind)?.get(namespace)?.get(name)
     }
 
+    /// The object and its key, made of the index's shared names.
+    fn get_keyed(&self, kind: Kind, namespace: &str, name: &str) -> Option<(Key, &Arc<Resource>)> {
+        let (ns, names) = self.by_kind.get(&kind)?.get_key_value(namespace)?;
+        let (n, r) = names.get_key_value(name)?;
+        Some((Key::from_shared(kind, ns.clone(), n.clone()), r))
+    }
+
     fn insert(&mut self, key: &Key, r: Arc<Resource>) {
-        let namespaces = self.by_kind.entry(key.kind).or_default();
-        match namespaces.get_mut(key.namespace.as_str()) {
-            Some(names) => match names.get_mut(key.name.as_str()) {
-                Some(slot) => *slot = r,
-                None => {
-                    names.insert(key.name.clone(), r);
-                }
-            },
-            None => {
-                namespaces
-                    .entry(key.namespace.clone())
-                    .or_default()
-                    .insert(key.name.clone(), r);
-            }
-        }
+        self.by_kind
+            .entry(key.kind)
+            .or_default()
+            .entry(key.namespace.clone())
+            .or_default()
+            .insert(key.name.clone(), r);
     }
 
     fn remove(&mut self, key: &Key) {
-        if let Some(names) = self
-            .by_kind
-            .get_mut(&key.kind)
-            .and_then(|n| n.get_mut(&key.namespace))
-        {
-            names.remove(&key.name);
+        let Some(namespaces) = self.by_kind.get_mut(&key.kind) else {
+            return;
+        };
+        if let Some(names) = namespaces.get_mut(&*key.namespace) {
+            names.remove(&*key.name);
             if names.is_empty() {
-                self.by_kind
-                    .get_mut(&key.kind)
-                    .map(|n| n.remove(&key.namespace));
+                namespaces.remove(&*key.namespace);
             }
         }
     }
@@ -336,10 +335,18 @@ impl<'a> Context<'a> {
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a Arc<Resource>> {
-        self.reads
-            .borrow_mut()
-            .push(Key::new(kind, namespace, name));
-        self.index.get(kind, namespace, name)
+        match self.index.get_keyed(kind, namespace, name) {
+            Some((key, r)) => {
+                self.reads.borrow_mut().push(key);
+                Some(r)
+            }
+            None => {
+                self.reads
+                    .borrow_mut()
+                    .push(Key::new(kind, namespace, name));
+                None
+            }
+        }
     }
 
     pub fn stamp(&self, kind: Kind, namespace: &str, name: &str) -> Option<Stamp> {

@@ -247,7 +247,7 @@ pub fn tcp_proxy(
     if r.name.is_empty() {
         return Err("tcpUpstream.name: required".into());
     }
-    let ns = if r.namespace.is_empty() {
+    let ns: &str = if r.namespace.is_empty() {
         &key.namespace
     } else {
         &r.namespace
