@@ -89,6 +89,15 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// One incremental pass, in ms: a function of its own, so that a profiler can be told to look
+/// at it alone (`valgrind --tool=callgrind --toggle-collect='translate::one_change'`).
+#[inline(never)]
+fn one_change(tr: &mut Translator, change: (Key, Option<Arc<Resource>>)) -> f64 {
+    let t0 = Instant::now();
+    std::hint::black_box(tr.apply([change]));
+    ms(t0.elapsed())
+}
+
 struct Row {
     n: usize,
     full: f64,
@@ -104,10 +113,16 @@ struct Row {
 
 fn run(n: usize) -> Row {
     let mut inp = input(n);
-    // Full translation from scratch, 5 times.
+    // Full translation from scratch, 5 times (TRANSLATE_FULL_RUNS: say 1 under a profiler that
+    // looks at the incremental passes).
+    let runs = std::env::var("TRANSLATE_FULL_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5usize)
+        .max(1);
     let mut full = Vec::new();
     let mut resources = 0;
-    for _ in 0..5 {
+    for _ in 0..runs {
         let mut tr = Translator::new();
         let t0 = Instant::now();
         let t = tr.replace(&inp);
@@ -126,10 +141,7 @@ fn run(n: usize) -> Row {
     for i in 1..=50 {
         let v = (i * 7) % (n / 10);
         let change = put(&mut inp, virtual_service(v, n, i), 1 + i as u64);
-        let t0 = Instant::now();
-        let t = tr.apply([change]);
-        vs_times.push(ms(t0.elapsed()));
-        std::hint::black_box(t);
+        vs_times.push(one_change(&mut tr, change));
     }
     let mut us_times = Vec::new();
     for i in 1..=50 {
@@ -139,10 +151,7 @@ fn run(n: usize) -> Row {
             s.use_http2 = i % 2 == 0;
         }
         let change = put(&mut inp, r, 100 + i as u64);
-        let t0 = Instant::now();
-        let t = tr.apply([change]);
-        us_times.push(ms(t0.elapsed()));
-        std::hint::black_box(t);
+        us_times.push(one_change(&mut tr, change));
     }
     // What the controller pays before a pass: a snapshot of the store's map.
     let t0 = Instant::now();

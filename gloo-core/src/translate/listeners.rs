@@ -29,7 +29,7 @@ use super::{
     plugins::{listener, Stage},
     routes::VirtualHostOut,
     upstreams::{ads, any},
-    Context, Reporter,
+    Context, FastMap, Reporter,
 };
 use crate::{
     resource::Key,
@@ -89,7 +89,7 @@ fn http_filters(vhosts: &[&Arc<VirtualHostOut>]) -> Vec<HttpFilter> {
 
 /// A RouteConfiguration built from already encoded virtual hosts: a message's repeated field
 /// is the concatenation of its elements, so nothing is encoded again. Its version is a hash of
-/// its name and its virtual hosts' versions.
+/// its name and the sum of its virtual hosts' digests (their order follows from their keys).
 fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResource {
     use prost::encoding::{encode_key, encode_varint, WireType};
     let mut value =
@@ -102,10 +102,7 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
         encode_varint(v.encoded.len() as u64, &mut value);
         value.extend_from_slice(&v.encoded);
     }
-    let version = xds::names_version(
-        std::iter::once((name, ""))
-            .chain(vhosts.iter().map(|v| (&*v.key.name, v.version.as_str()))),
-    );
+    let version = xds::set_version(name, vhosts.iter().map(|v| v.digest));
     XdsResource {
         name: name.to_string(),
         version,
@@ -173,7 +170,8 @@ pub fn translate(
         }
         bound.insert((addr.to_string(), gw.bind_port), key);
         let list = served(key, gw, vhosts, reporter);
-        let mut claimed: BTreeMap<&str, &Key> = BTreeMap::new();
+        let mut claimed: FastMap<&str, &Key> = FastMap::default();
+        claimed.reserve(list.len());
         for v in &list {
             for d in &v.domains {
                 match claimed.get(d.as_str()) {

@@ -54,6 +54,9 @@ pub struct VirtualHostOut {
     /// The encoded `VirtualHost` message.
     pub encoded: Vec<u8>,
     pub version: String,
+    /// The first 128 bits of the SHA-256 of `encoded` (`version` is the first 64 in hex): what
+    /// a route configuration's version is summed from.
+    pub digest: u128,
     /// (stage, plugin index, filter) for each filter a plugin asked for.
     pub filters: Vec<(Stage, usize, HttpFilter)>,
 }
@@ -594,10 +597,12 @@ pub fn translate_one(
     }
     let domains = vhost.domains.clone();
     let encoded = encode_vhost(vhost);
+    let digest = crate::xds::content_digest(&encoded);
     let out = VirtualHostOut {
         key: key.clone(),
         domains,
-        version: crate::xds::content_version(&encoded),
+        version: crate::xds::digest_version(digest),
+        digest,
         encoded,
         filters,
     };
