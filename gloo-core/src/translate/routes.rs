@@ -436,13 +436,16 @@ fn translate_vs(
     key: &Key,
     vs: &VirtualServiceSpec,
 ) -> Result<(VirtualHost, Vec<String>), String> {
-    let mut routes = Vec::new();
+    let mut routes = Vec::with_capacity(vs.routes.len());
     let mut warnings = Vec::new();
     for (i, route) in vs.routes.iter().enumerate() {
-        let label = if route.name.is_empty() {
-            format!("routes[{i}]")
-        } else {
-            format!("route {:?} (routes[{i}])", route.name)
+        // Formatted only for an error or a warning.
+        let label = || {
+            if route.name.is_empty() {
+                format!("routes[{i}]")
+            } else {
+                format!("route {:?} (routes[{i}])", route.name)
+            }
         };
         let rc = RouteContext {
             namespace: &key.namespace,
@@ -461,24 +464,39 @@ fn translate_vs(
             &mut route_warnings,
             &mut template,
         )
-        .map_err(|e| format!("{label}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", label()))?;
         if let Some(o) = &route.options {
-            apply_options(o, &mut template).map_err(|e| format!("{label}: {e}"))?;
+            apply_options(o, &mut template).map_err(|e| format!("{}: {e}", label()))?;
         }
         for p in plugins {
             p.route(ctx, &rc, &mut template)
-                .map_err(|e| format!("{label}: {}: {e}", p.name()))?;
+                .map_err(|e| format!("{}: {}: {e}", label(), p.name()))?;
         }
-        warnings.extend(route_warnings.into_iter().map(|w| format!("{label}: {w}")));
-        let matchers = if route.matchers.is_empty() {
-            vec![Matcher::default()]
+        warnings.extend(
+            route_warnings
+                .into_iter()
+                .map(|w| format!("{}: {w}", label())),
+        );
+        let default_matcher = [Matcher::default()];
+        let matchers: &[Matcher] = if route.matchers.is_empty() {
+            &default_matcher
         } else {
-            route.matchers.clone()
+            &route.matchers
         };
         let mut matched = Vec::with_capacity(matchers.len());
+        let mut template = Some(template);
         for (j, m) in matchers.iter().enumerate() {
-            let mut r = template.clone();
-            r.r#match = Some(route_match(m).map_err(|e| format!("{label}: matchers[{j}]: {e}"))?);
+            let route_match =
+                route_match(m).map_err(|e| format!("{}: matchers[{j}]: {e}", label()))?;
+            // The last matcher takes the template itself.
+            let mut r = if j + 1 == matchers.len() {
+                template.take().expect("the template is taken once, last")
+            } else {
+                template
+                    .clone()
+                    .expect("the template is there until the last")
+            };
+            r.r#match = Some(route_match);
             if matchers.len() > 1 {
                 r.name = format!("{}-{j}", r.name);
             }
@@ -486,7 +504,7 @@ fn translate_vs(
         }
         for p in plugins {
             p.matched(ctx, &rc, &mut matched)
-                .map_err(|e| format!("{label}: {}: {e}", p.name()))?;
+                .map_err(|e| format!("{}: {}: {e}", label(), p.name()))?;
         }
         routes.extend(matched);
     }
@@ -540,35 +558,62 @@ fn encode_map(
 /// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
 /// order (fields may come in any order on the wire).
 fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     const VHOST_ROUTES: u32 = 3;
     const VHOST_FILTER_CONFIG: u32 = 15;
     const ROUTE_FILTER_CONFIG: u32 = 13;
     let mut rest = vhost;
     let routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
-    let mut buf = rest.encode_to_vec();
+    // One buffer of about the right size (each route: key, length, body).
+    let routes_len: usize = routes
+        .iter()
+        .map(|r| {
+            let n = r.encoded_len();
+            1 + encoded_len_varint(n as u64) + n
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(rest.encoded_len() + routes_len + 64);
+    rest.encode_raw(&mut buf);
     for route in routes {
+        if route.typed_per_filter_config.is_empty() {
+            // Nothing to order: encoded straight into the buffer.
+            prost::encoding::message::encode(VHOST_ROUTES, &route, &mut buf);
+            continue;
+        }
         let mut r = route;
         let route_config = std::mem::take(&mut r.typed_per_filter_config);
         let mut bytes = r.encode_to_vec();
         encode_map(ROUTE_FILTER_CONFIG, &route_config, &mut bytes);
-        prost::encoding::encode_key(
-            VHOST_ROUTES,
-            prost::encoding::WireType::LengthDelimited,
-            &mut buf,
-        );
-        prost::encoding::encode_varint(bytes.len() as u64, &mut buf);
+        encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
+        encode_varint(bytes.len() as u64, &mut buf);
         buf.extend_from_slice(&bytes);
     }
     encode_map(VHOST_FILTER_CONFIG, &config, &mut buf);
     buf
 }
 
+/// A small number's decimal digits, without fmt.
+fn itoa(mut i: usize) -> String {
+    let mut digits = Vec::with_capacity(20);
+    loop {
+        digits.push(b'0' + (i % 10) as u8);
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).expect("ASCII digits")
+}
+
 fn route_name(key: &Key, route: &Route, i: usize) -> String {
     if route.name.is_empty() {
-        format!("{}-{}-{i}", key.namespace, key.name)
+        let mut n = [&*key.namespace, "-", &*key.name, "-"].concat();
+        n.push_str(itoa(i).as_str());
+        n
     } else {
-        format!("{}-{}-{}", key.namespace, key.name, route.name)
+        [&*key.namespace, "-", &*key.name, "-", &route.name].concat()
     }
 }
 
