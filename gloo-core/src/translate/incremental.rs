@@ -387,7 +387,8 @@ impl Translator {
                 }
             }
         }
-        let mut touched: BTreeSet<Key> = changed.clone();
+        // Every object whose report may have changed: sorted and deduplicated before use.
+        let mut touched: Vec<Key> = changed.iter().cloned().collect();
 
         let Translator {
             plugins,
@@ -413,6 +414,8 @@ impl Translator {
         // 1. Upstreams → clusters and endpoint assignments.
         let mut flipped: BTreeSet<Key> = BTreeSet::new();
         let mut regateway = false;
+        let (mut bulk_clusters, mut bulk_assignments, mut bulk_origins) =
+            (Vec::new(), Vec::new(), Vec::new());
         {
             let rejected = Arc::make_mut(rejected_upstreams);
             for key in &dirty_upstreams {
@@ -458,23 +461,33 @@ impl Translator {
                     Some(UnitOut::Upstream(o)) => o.clone(),
                     _ => None,
                 };
-                let clusters = out.snapshot.resources.entry(xds::CLUSTER).or_default();
-                if let Some((c, _)) = &old_out {
-                    if !plugin_clusters.contains_key(&c.name) {
-                        clusters.remove(&c.name);
+                if first {
+                    // Nothing kept yet: gathered here, the maps are built in bulk below.
+                    if let Some((c, cla)) = new_out {
+                        if let Some(cla) = cla {
+                            bulk_assignments.push((cla.name.clone(), cla));
+                        }
+                        bulk_clusters.push((c.name.clone(), c));
                     }
-                }
-                if let Some((c, _)) = &new_out {
-                    if !plugin_clusters.contains_key(&c.name) {
-                        clusters.insert(c.name.clone(), c.clone());
+                } else {
+                    let clusters = out.snapshot.resources.entry(xds::CLUSTER).or_default();
+                    if let Some((c, _)) = &old_out {
+                        if !plugin_clusters.contains_key(&c.name) {
+                            clusters.remove(&c.name);
+                        }
                     }
-                }
-                let assignments = out.snapshot.resources.entry(xds::ENDPOINT).or_default();
-                if let Some((_, Some(cla))) = &old_out {
-                    assignments.remove(&cla.name);
-                }
-                if let Some((_, Some(cla))) = &new_out {
-                    assignments.insert(cla.name.clone(), cla.clone());
+                    if let Some((c, _)) = &new_out {
+                        if !plugin_clusters.contains_key(&c.name) {
+                            clusters.insert(c.name.clone(), c.clone());
+                        }
+                    }
+                    let assignments = out.snapshot.resources.entry(xds::ENDPOINT).or_default();
+                    if let Some((_, Some(cla))) = &old_out {
+                        assignments.remove(&cla.name);
+                    }
+                    if let Some((_, Some(cla))) = &new_out {
+                        assignments.insert(cla.name.clone(), cla.clone());
+                    }
                 }
                 let was_rejected = rejected.contains(key);
                 if is_rejected {
@@ -486,14 +499,36 @@ impl Translator {
                     flipped.insert(key.clone());
                 }
                 let cluster = names::cluster(&key.namespace, &key.name);
-                if keep && exists {
+                if keep && exists && first {
+                    bulk_origins.push((cluster, vec![key.clone()]));
+                } else if keep && exists {
                     out.origins.insert(cluster, vec![key.clone()]);
                 } else if keep && old.is_some() {
                     out.origins.remove(&cluster);
                     // A gateway's resource of the same name shows again.
                     regateway |= gateway_origins.contains(&cluster);
                 }
-                add(&mut touched, key);
+                touched.push(key.clone());
+            }
+        }
+        if first {
+            // In key order, so mostly sorted already: a sort and a bulk build, not a search per
+            // resource.
+            for (url, items) in [
+                (xds::CLUSTER, bulk_clusters),
+                (xds::ENDPOINT, bulk_assignments),
+            ] {
+                let map = out.snapshot.resources.entry(url).or_default();
+                if map.is_empty() {
+                    *map = items.into_iter().collect();
+                } else {
+                    map.extend(items);
+                }
+            }
+            if out.origins.is_empty() {
+                out.origins = bulk_origins.into_iter().collect();
+            } else {
+                out.origins.extend(bulk_origins);
             }
         }
         let _ = ctx.take_reads();
@@ -509,7 +544,7 @@ impl Translator {
                 }
             });
             replace_unit(units, readers, key, unit);
-            add(&mut touched, key);
+            touched.push(key.clone());
         }
 
         // 3. Clusters made from several objects (plugins).
@@ -626,7 +661,7 @@ impl Translator {
                     }
                     None => vhosts_changed |= vhosts.remove(key).is_some(),
                 }
-                add(&mut touched, key);
+                touched.push(key.clone());
             }
         }
 
@@ -683,6 +718,9 @@ impl Translator {
         let bulk = out.reports.is_empty();
         let mut new_reports: Vec<(Key, Report)> = Vec::new();
         let mut changed_reports: Vec<Key> = Vec::new();
+        // A few sorted runs (the changed keys, then each step's): the stable sort merges them.
+        touched.sort();
+        touched.dedup();
         for key in touched {
             let own = units.get(&key).and_then(|u| u.report.as_ref());
             let parts = [
