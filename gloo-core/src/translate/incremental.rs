@@ -376,15 +376,28 @@ impl Translator {
 
     fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
         // One look at who read each changed key, for steps 1 and 2.
-        let mut dirty_checked = BTreeSet::new();
+        // Gathered first and made sets at once: from scratch that is a sort of mostly sorted
+        // keys and a bulk build, not a B-tree insert per object.
+        let (mut more_upstreams, mut more_checked) = (Vec::new(), Vec::new());
         for k in changed {
             let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
             for r in std::iter::once(k).chain(readers) {
                 match r.kind {
-                    Kind::Upstream => add(&mut dirty_upstreams, r),
-                    Kind::Endpoints | Kind::Function => add(&mut dirty_checked, r),
+                    Kind::Upstream => more_upstreams.push(r.clone()),
+                    Kind::Endpoints | Kind::Function => more_checked.push(r.clone()),
                     _ => {}
                 }
+            }
+        }
+        let mut dirty_checked = BTreeSet::new();
+        for (set, keys) in [
+            (&mut dirty_upstreams, more_upstreams),
+            (&mut dirty_checked, more_checked),
+        ] {
+            if set.is_empty() {
+                *set = keys.into_iter().collect();
+            } else {
+                set.extend(keys);
             }
         }
         // Every object whose report may have changed: sorted and deduplicated before use.
@@ -419,7 +432,9 @@ impl Translator {
         {
             let rejected = Arc::make_mut(rejected_upstreams);
             for key in &dirty_upstreams {
-                let spec = match input.objects.get(key).and_then(|r| r.spec.as_ref()) {
+                // The index, not the input's B-tree: a hash lookup, no key comparisons.
+                let object = index.of(key);
+                let spec = match object.and_then(|r| r.spec.as_ref()) {
                     Some(Spec::Upstream(s)) => Some(s),
                     _ => None,
                 };
@@ -428,13 +443,13 @@ impl Translator {
                         .get(key)
                         .into_iter()
                         .flatten()
-                        .filter_map(|k| input.objects.get(k))
+                        .filter_map(|k| index.of(k))
                         .collect();
                     let built = upstreams::translate_one(&ctx, plugins, key, spec, &eps);
                     let mut report = built.as_ref().err().map(|e| report_of(State::Rejected, e));
                     // Annotations are part of what `same_for_translation` compares, so a
                     // discovery service's warning is re-read whenever it changes.
-                    if let Some(r) = input.objects.get(key) {
+                    if let Some(r) = object {
                         for w in upstreams::discovery_warnings(r) {
                             report
                                 .get_or_insert_with(Report::accepted)
@@ -535,7 +550,7 @@ impl Translator {
 
         // 2. Endpoints and Functions: their upstream must exist.
         for key in &dirty_checked {
-            let unit = input.objects.get(key).map(|r| {
+            let unit = index.of(key).map(|r| {
                 let warning = upstreams::orphan_warning(&ctx, key, r);
                 Unit {
                     reads: ctx.take_reads(),
@@ -610,7 +625,7 @@ impl Translator {
         {
             let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
             for key in &dirty_vs {
-                let spec = match input.objects.get(key).and_then(|r| r.spec.as_ref()) {
+                let spec = match index.of(key).and_then(|r| r.spec.as_ref()) {
                     Some(Spec::VirtualService(vs)) => Some(vs),
                     _ => None,
                 };

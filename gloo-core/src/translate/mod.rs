@@ -280,6 +280,11 @@ impl Index {
         self.by_kind.get(&kind)?.get(namespace)?.get(name)
     }
 
+    /// The object of a key.
+    pub(crate) fn of(&self, key: &Key) -> Option<&Arc<Resource>> {
+        self.get(key.kind, &key.namespace, &key.name)
+    }
+
     /// The object and its key, made of the index's shared names.
     fn get_keyed(&self, kind: Kind, namespace: &str, name: &str) -> Option<(Key, &Arc<Resource>)> {
         let (ns, names) = self.by_kind.get(&kind)?.get_key_value(namespace)?;
