@@ -572,8 +572,13 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
             mean(sv.apply_seconds, sv.applies),
             sv.passes,
             mean(sv.pass_seconds, sv.passes),
-            p.envoy_rds
-                .map_or("?".into(), |(p50, p99)| format!("{p50} ms / {p99} ms")),
+            p.envoy_rds.map_or("?".into(), |(p50, p99)| {
+                // Envoy's histograms are in milliseconds; shown rounded like the other columns.
+                let of = |v: f64| {
+                    Duration::try_from_secs_f64(v / 1e3).map_or_else(|_| "?".to_string(), ms)
+                };
+                format!("{} / {}", of(p50), of(p99))
+            }),
         ));
     }
     for p in phases {
