@@ -527,24 +527,17 @@ impl Translator {
             }
         }
         if first {
-            // In key order, so mostly sorted already: a sort and a bulk build, not a search per
-            // resource.
-            for (url, items) in [
-                (xds::CLUSTER, bulk_clusters),
-                (xds::ENDPOINT, bulk_assignments),
-            ] {
-                let map = out.snapshot.resources.entry(url).or_default();
-                if map.is_empty() {
-                    *map = items.into_iter().collect();
-                } else {
-                    map.extend(items);
-                }
-            }
-            if out.origins.is_empty() {
-                out.origins = bulk_origins.into_iter().collect();
-            } else {
-                out.origins.extend(bulk_origins);
-            }
+            // A new translator's maps are empty, and step 1 is the first to fill them. The
+            // items are in key order, so mostly sorted already: a sort and a bulk build, not a
+            // search per resource.
+            debug_assert!(out.origins.is_empty());
+            out.snapshot
+                .resources
+                .insert(xds::CLUSTER, bulk_clusters.into_iter().collect());
+            out.snapshot
+                .resources
+                .insert(xds::ENDPOINT, bulk_assignments.into_iter().collect());
+            out.origins = bulk_origins.into_iter().collect();
         }
         let _ = ctx.take_reads();
 

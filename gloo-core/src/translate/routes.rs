@@ -565,20 +565,20 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
     let mut rest = vhost;
     let routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
-    // One buffer of about the right size (each route: key, length, body).
-    let routes_len: usize = routes
+    // Each route's length once: it sizes the buffer and prefixes the route's bytes.
+    let lens: Vec<usize> = routes.iter().map(|r| r.encoded_len()).collect();
+    let routes_len: usize = lens
         .iter()
-        .map(|r| {
-            let n = r.encoded_len();
-            1 + encoded_len_varint(n as u64) + n
-        })
+        .map(|&n| 1 + encoded_len_varint(n as u64) + n)
         .sum();
     let mut buf = Vec::with_capacity(rest.encoded_len() + routes_len + 64);
     rest.encode_raw(&mut buf);
-    for route in routes {
+    for (route, len) in routes.into_iter().zip(lens) {
         if route.typed_per_filter_config.is_empty() {
             // Nothing to order: encoded straight into the buffer.
-            prost::encoding::message::encode(VHOST_ROUTES, &route, &mut buf);
+            encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
+            encode_varint(len as u64, &mut buf);
+            route.encode_raw(&mut buf);
             continue;
         }
         let mut r = route;
@@ -593,25 +593,9 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
     buf
 }
 
-/// A small number's decimal digits, without fmt.
-fn itoa(mut i: usize) -> String {
-    let mut digits = Vec::with_capacity(20);
-    loop {
-        digits.push(b'0' + (i % 10) as u8);
-        i /= 10;
-        if i == 0 {
-            break;
-        }
-    }
-    digits.reverse();
-    String::from_utf8(digits).expect("ASCII digits")
-}
-
 fn route_name(key: &Key, route: &Route, i: usize) -> String {
     if route.name.is_empty() {
-        let mut n = [&*key.namespace, "-", &*key.name, "-"].concat();
-        n.push_str(itoa(i).as_str());
-        n
+        [&*key.namespace, "-", &*key.name, "-", &i.to_string()].concat()
     } else {
         [&*key.namespace, "-", &*key.name, "-", &route.name].concat()
     }
