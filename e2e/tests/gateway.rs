@@ -667,3 +667,141 @@ async fn upstream_tls_verifies_the_ca_and_sends_the_sni() {
     assert_eq!(gw.get("/sni").unwrap().status, 503);
     assert_eq!(gw.get("/ca").unwrap().status, 503);
 }
+
+/// GET `/` of `host` through the gateway's listener.
+fn get_host(gw: &Gateway, host: &str, path: &str) -> Option<Response> {
+    http::request(gw.listen, "GET", path, &[("Host", host)])
+}
+
+fn wait_host(gw: &Gateway, host: &str, path: &str, ok: impl Fn(&Response) -> bool, what: &str) {
+    let got = eventually(Duration::from_secs(20), || {
+        get_host(gw, host, path).filter(|r| ok(r))
+    });
+    assert!(
+        got.is_some(),
+        "waiting for {what}: last answer {:?}\ngloo-core log:\n{}\nEnvoy log (tail):\n{}",
+        get_host(gw, host, path),
+        gw.core.log(),
+        tail(&gw.envoy.log())
+    );
+}
+
+fn host_vs(name: &str, domains: &[&str], prefix: &str, upstream: &str) -> Resource {
+    resource(
+        Kind::VirtualService,
+        name,
+        json!({"domains": domains, "routes": [{"matchers": [{"prefix": prefix}], "routeAction": to(upstream)}]}),
+    )
+}
+
+async fn scoped_routes(delta: bool) {
+    let mut gw = Gateway::start(delta).await;
+    apply(
+        &mut gw.client,
+        resource(
+            Kind::Gateway,
+            "gw",
+            json!({"bindAddress": "127.0.0.1", "bindPort": gw.listen.port(), "scopedRoutes": true}),
+        ),
+    )
+    .await;
+    let _a = backend(&mut gw, "a").await;
+    let _b = backend(&mut gw, "b").await;
+    apply(
+        &mut gw.client,
+        host_vs("a", &["a.example", "www.a.example"], "/", "a"),
+    )
+    .await;
+    apply(&mut gw.client, host_vs("b", &["b.example"], "/", "b")).await;
+
+    // Each host reaches its own VirtualService, with or without a port; other hosts get 404.
+    wait_host(&gw, "a.example", "/", |r| answered_by(r, "a"), "a.example");
+    wait_host(&gw, "b.example", "/x", |r| answered_by(r, "b"), "b.example");
+    let port = format!("www.a.example:{}", gw.listen.port());
+    assert!(answered_by(&get_host(&gw, &port, "/").unwrap(), "a"));
+    assert_eq!(get_host(&gw, "c.example", "/").unwrap().status, 404);
+    for name in ["a", "b"] {
+        gw.wait_status(Kind::VirtualService, name, State::Accepted)
+            .await;
+    }
+    assert_eq!(gw.status(Kind::Gateway, "gw").await.0, State::Accepted);
+    let dump = gw.envoy.config_dump();
+    assert!(
+        dump.contains("a_default~routes") && dump.contains("b_default~b.example"),
+        "{dump}"
+    );
+
+    // An edit of b: Envoy reloads b's route configuration, not a's.
+    let reload = |gw: &Gateway, vs: &str| {
+        gw.envoy.stat(&format!(
+            "http.gw_default.rds.{vs}_default~routes.config_reload"
+        ))
+    };
+    let a_reloads = reload(&gw, "a");
+    assert!(
+        a_reloads.is_some(),
+        "no RDS counter for a's route configuration"
+    );
+    apply(&mut gw.client, host_vs("b", &["b.example"], "/only", "b")).await;
+    wait_host(&gw, "b.example", "/x", |r| r.status == 404, "b's edit");
+    assert!(answered_by(
+        &get_host(&gw, "b.example", "/only").unwrap(),
+        "b"
+    ));
+    assert!(answered_by(&get_host(&gw, "a.example", "/").unwrap(), "a"));
+    assert_eq!(reload(&gw, "a"), a_reloads, "a's routes were not reloaded");
+
+    // A new VirtualService gets its scope; a deleted one loses it and the rest keep serving.
+    apply(&mut gw.client, host_vs("c", &["c.example"], "/", "b")).await;
+    wait_host(
+        &gw,
+        "c.example",
+        "/",
+        |r| answered_by(r, "b"),
+        "the new c.example",
+    );
+    gw.client
+        .delete(proto::v1::DeleteRequest {
+            key: Some(ObjectKey {
+                kind: Kind::VirtualService as i32,
+                namespace: "default".into(),
+                name: "a".into(),
+            }),
+            expected_resource_version: 0,
+        })
+        .await
+        .unwrap();
+    wait_host(
+        &gw,
+        "a.example",
+        "/",
+        |r| r.status == 404,
+        "a.example to go",
+    );
+    assert!(answered_by(&get_host(&gw, "c.example", "/").unwrap(), "b"));
+
+    // A domain a scope cannot match is refused on Apply, naming the domain.
+    let e = try_apply(
+        &mut gw.client,
+        host_vs("w", &["*.example"], "/", "a"),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("domain \"*.example\" cannot be served by Gateway default/gw"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_gateway_routes_by_host_and_reloads_only_the_edited_virtual_service_sotw() {
+    scoped_routes(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_gateway_routes_by_host_and_reloads_only_the_edited_virtual_service_delta() {
+    scoped_routes(true).await;
+}

@@ -201,6 +201,7 @@ impl Translator {
             xds::LISTENER,
             xds::ROUTE,
             xds::SECRET,
+            xds::SCOPED_ROUTE,
         ] {
             out.snapshot.resources.insert(url, Default::default());
         }
@@ -684,7 +685,7 @@ impl Translator {
         {
             let list: Vec<Arc<VirtualHostOut>> = vhosts.values().cloned().collect();
             let mut reporter = Reporter::after_upstreams(rejected_upstreams.clone());
-            let (listeners, route_configs, secrets, origins) =
+            let (listeners, route_configs, secrets, scopes, origins) =
                 listeners::translate(&ctx, &list, &mut reporter);
             let step = Step {
                 reads: ctx.take_reads(),
@@ -694,6 +695,7 @@ impl Translator {
                 (xds::LISTENER, listeners),
                 (xds::ROUTE, route_configs),
                 (xds::SECRET, secrets),
+                (xds::SCOPED_ROUTE, scopes),
             ] {
                 let items = if keep { items } else { Vec::new() };
                 out.snapshot.resources.insert(

@@ -1,7 +1,9 @@
 //! Steps 4 and 5: each Gateway becomes one Envoy listener whose HTTP connection manager takes
 //! its routes from RDS (never inline, so a route edit never drains the listener), with the HTTP
 //! filters the plugins ask for, router last; and one RouteConfiguration holding a virtual host
-//! per VirtualService it serves.
+//! per VirtualService it serves. A Gateway with `scopedRoutes` instead gets a RouteConfiguration
+//! per VirtualService and a ScopedRouteConfiguration per domain (SRDS) that picks it by the
+//! request's host, so that Envoy rebuilds only the routes of the VirtualService that changed.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
@@ -11,14 +13,15 @@ use envoy_types::pb::envoy::{
     config::{
         core::v3::{address, socket_address, Address, SocketAddress},
         listener::v3::{filter, Filter, FilterChain, Listener},
-        route::v3::RouteConfiguration,
+        route::v3::{scoped_route_configuration, RouteConfiguration, ScopedRouteConfiguration},
     },
     extensions::filters::{
         http::router::v3::Router,
         network::http_connection_manager::v3::{
             http_connection_manager::UpgradeConfig,
-            http_connection_manager::{CodecType, RouteSpecifier},
-            http_filter, HttpConnectionManager, HttpFilter, Rds,
+            http_connection_manager::{CodecType, RouteSpecifier, StripPortMode},
+            http_filter, scoped_routes, HttpConnectionManager, HttpFilter, Rds, ScopedRds,
+            ScopedRoutes,
         },
     },
 };
@@ -113,9 +116,70 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
     }
 }
 
-/// Listeners, route configurations, SDS secrets, and the objects each was made from, by
-/// resource name.
+/// Why `domain` cannot be a scope's key, if it cannot: Envoy looks a scope up by the request's
+/// host exactly as sent (the port left out), so only exact lowercase names can match.
+fn scope_key_problem(domain: &str) -> Option<&'static str> {
+    if domain.is_empty() {
+        Some("it is empty")
+    } else if domain.contains('*') {
+        Some("scoped routes match exact host names only, not \"*\"")
+    } else if domain.contains(':') {
+        Some("scoped routes match the host without its port")
+    } else if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some("scoped routes match the host as sent, so write it in lowercase")
+    } else {
+        None
+    }
+}
+
+/// The scoped routes of a connection manager: the scope is the `:authority` (Host) header up to
+/// its first `:`, and scopes and their route configurations come over ADS.
+fn scoped_routes(name: &str) -> RouteSpecifier {
+    use scoped_routes::scope_key_builder::{
+        fragment_builder::{self, header_value_extractor::ExtractType, HeaderValueExtractor},
+        FragmentBuilder,
+    };
+    RouteSpecifier::ScopedRoutes(ScopedRoutes {
+        name: name.to_string(),
+        scope_key_builder: Some(scoped_routes::ScopeKeyBuilder {
+            fragments: vec![FragmentBuilder {
+                r#type: Some(fragment_builder::Type::HeaderValueExtractor(
+                    HeaderValueExtractor {
+                        name: ":authority".into(),
+                        element_separator: ":".into(),
+                        extract_type: Some(ExtractType::Index(0)),
+                    },
+                )),
+            }],
+        }),
+        rds_config_source: Some(ads()),
+        config_specifier: Some(scoped_routes::ConfigSpecifier::ScopedRds(ScopedRds {
+            scoped_rds_config_source: Some(ads()),
+            ..Default::default()
+        })),
+    })
+}
+
+/// The scope that sends requests for `domain` to the route configuration `rc_name`.
+fn scope(name: String, domain: &str, rc_name: &str) -> XdsResource {
+    use scoped_route_configuration::{key, Key};
+    let msg = ScopedRouteConfiguration {
+        name: name.clone(),
+        route_configuration_name: rc_name.to_string(),
+        key: Some(Key {
+            fragments: vec![key::Fragment {
+                r#type: Some(key::fragment::Type::StringKey(domain.to_string())),
+            }],
+        }),
+        ..Default::default()
+    };
+    XdsResource::new(name, &msg)
+}
+
+/// Listeners, route configurations, SDS secrets, scoped route configurations, and the objects
+/// each was made from, by resource name.
 pub type Gateways = (
+    Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
@@ -140,6 +204,7 @@ pub fn translate(
     let mut bound: HashMap<(String, u32), &Key> = HashMap::new();
     let mut rejected_vs: BTreeSet<Key> = BTreeSet::new();
     let mut usable = Vec::new();
+    let mut scoped_by: Option<&Key> = None;
     for (key, gw) in gateways {
         let addr = if gw.bind_address.is_empty() {
             "0.0.0.0"
@@ -168,12 +233,43 @@ pub fn translate(
             );
             continue;
         }
+        let scoped = gw.scoped_routes;
+        if scoped {
+            let problem = match (scoped_by, &tcp) {
+                (Some(other), _) => Some(format!(
+                    "scopedRoutes: Gateway {}/{} already uses scoped routes, and Envoy gives \
+                     every scoped listener of a proxy the same scopes: only one Gateway may",
+                    other.namespace, other.name
+                )),
+                (None, Some(_)) => {
+                    Some("scopedRoutes: a Gateway with tcpUpstream serves no routes".to_string())
+                }
+                (None, None) => None,
+            };
+            if let Some(p) = problem {
+                reporter.reject(key, p);
+                continue;
+            }
+            scoped_by = Some(key);
+        }
         bound.insert((addr.to_string(), gw.bind_port), key);
         let list = served(key, gw, vhosts, reporter);
         let mut claimed: FastMap<&str, &Key> = FastMap::default();
         claimed.reserve(list.len());
         for v in &list {
             for d in &v.domains {
+                if let Some(why) = scoped.then(|| scope_key_problem(d)).flatten() {
+                    reporter.reject(
+                        &v.key,
+                        format!(
+                            "domain {d:?} cannot be served by Gateway {}/{}, which has \
+                             scopedRoutes: {why}",
+                            key.namespace, key.name
+                        ),
+                    );
+                    rejected_vs.insert(v.key.clone());
+                    continue;
+                }
                 match claimed.get(d.as_str()) {
                     Some(owner) if **owner != v.key => {
                         reporter.reject(
@@ -191,15 +287,25 @@ pub fn translate(
                 }
             }
         }
-        usable.push((key, gw, addr.to_string(), list, tls, tcp, access_log));
+        usable.push((
+            key,
+            gw,
+            addr.to_string(),
+            list,
+            tls,
+            tcp,
+            access_log,
+            scoped,
+        ));
     }
 
     // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
+    let mut scopes = Vec::new();
     let mut origins = BTreeMap::new();
     let mut secrets: BTreeMap<String, XdsResource> = BTreeMap::new();
-    for (key, gw, addr, list, tls, tcp, access_log) in usable {
+    for (key, gw, addr, list, tls, tcp, access_log, scoped) in usable {
         let list: Vec<_> = list
             .into_iter()
             .filter(|v| !rejected_vs.contains(&v.key))
@@ -215,10 +321,16 @@ pub fn translate(
                 let hcm = HttpConnectionManager {
                     stat_prefix: listener_name.clone(),
                     codec_type: CodecType::Auto as i32,
-                    route_specifier: Some(RouteSpecifier::Rds(Rds {
-                        config_source: Some(ads()),
-                        route_config_name: rc_name.clone(),
-                    })),
+                    route_specifier: Some(if scoped {
+                        scoped_routes(&listener_name)
+                    } else {
+                        RouteSpecifier::Rds(Rds {
+                            config_source: Some(ads()),
+                            route_config_name: rc_name.clone(),
+                        })
+                    }),
+                    // The scope is picked by the host without its port: so are virtual hosts.
+                    strip_port_mode: scoped.then_some(StripPortMode::StripAnyHostPort(true)),
                     http_filters: http_filters(&list),
                     access_log,
                     upgrade_configs: vec![UpgradeConfig {
@@ -277,12 +389,29 @@ pub fn translate(
             secrets.extend(tls.secrets);
         }
         origins.insert(listener_name.clone(), vec![key.clone()]);
-        let mut rc_origins = vec![key.clone()];
-        rc_origins.extend(list.iter().map(|v| v.key.clone()));
-        origins.insert(rc_name.clone(), rc_origins);
+        if scoped {
+            for v in &list {
+                let name = names::scoped_route_config(&v.key.namespace, &v.key.name);
+                let both = vec![key.clone(), v.key.clone()];
+                let mut domains: Vec<&str> = v.domains.iter().map(String::as_str).collect();
+                domains.sort_unstable();
+                domains.dedup();
+                for d in domains {
+                    let scope_name = names::scope(&v.key.namespace, &v.key.name, d);
+                    origins.insert(scope_name.clone(), both.clone());
+                    scopes.push(Arc::new(scope(scope_name, d, &name)));
+                }
+                route_configs.push(Arc::new(route_configuration(&name, &[v])));
+                origins.insert(name, both);
+            }
+        } else {
+            let mut rc_origins = vec![key.clone()];
+            rc_origins.extend(list.iter().map(|v| v.key.clone()));
+            origins.insert(rc_name.clone(), rc_origins);
+            route_configs.push(Arc::new(route_configuration(&rc_name, &list)));
+        }
         listeners.push(Arc::new(XdsResource::new(listener_name, &listener)));
-        route_configs.push(Arc::new(route_configuration(&rc_name, &list)));
     }
     let secrets = secrets.into_values().map(Arc::new).collect();
-    (listeners, route_configs, secrets, origins)
+    (listeners, route_configs, secrets, scopes, origins)
 }

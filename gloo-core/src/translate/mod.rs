@@ -178,6 +178,15 @@ pub mod names {
     pub fn virtual_host(namespace: &str, name: &str) -> String {
         [name, "_", namespace].concat()
     }
+    /// A VirtualService's own route configuration, on a gateway with scoped routes (`~` is in
+    /// no DNS label, so no gateway's route configuration can have this name).
+    pub fn scoped_route_config(namespace: &str, name: &str) -> String {
+        [name, "_", namespace, "~routes"].concat()
+    }
+    /// The scope that sends `domain` to a VirtualService's own route configuration.
+    pub fn scope(namespace: &str, name: &str, domain: &str) -> String {
+        [name, "_", namespace, "~", domain].concat()
+    }
 }
 
 /// Names one version of an object's spec: (uid, generation). Status writes leave it alone.

@@ -618,3 +618,153 @@ fn after_a_status_write_the_translator_holds_the_stores_copy_and_not_the_old_one
     let fresh = translate(tr.input());
     assert_eq!(tr.current().snapshot, fresh.snapshot);
 }
+
+fn scoped_gateway(name: &str, port: u32) -> Resource {
+    let mut g = gateway(name, port);
+    if let Some(Spec::Gateway(spec)) = &mut g.spec {
+        spec.scoped_routes = true;
+    }
+    g
+}
+
+#[test]
+fn a_scoped_gateway_serves_each_virtual_service_as_its_own_route_configuration() {
+    use envoy_types::pb::envoy::{
+        config::{listener::v3::Listener, route::v3::ScopedRouteConfiguration},
+        extensions::filters::network::http_connection_manager::v3::{
+            http_connection_manager::RouteSpecifier, HttpConnectionManager,
+        },
+    };
+    let mut objects = vec![
+        static_us("a", "127.0.0.1", 1),
+        vs(
+            "v",
+            &["v.example", "www.v.example"],
+            vec![route_to("r", "/", Dest::Single(dest("a")))],
+        ),
+        vs(
+            "w",
+            &["w.example"],
+            vec![route_to("r", "/w", Dest::Single(dest("a")))],
+        ),
+        scoped_gateway("gw", 8080),
+    ];
+    let t = translate(&input(objects.clone()));
+    for k in ["v", "w"] {
+        assert_eq!(report(&t, Kind::VirtualService, k).state, State::Accepted);
+    }
+    // The listener asks for scopes by host; there is no gateway-wide route configuration.
+    let l: Listener = decode(&t, xds::LISTENER, "gw_default");
+    let hcm = HttpConnectionManager::decode(match &l.filter_chains[0].filters[0].config_type {
+        Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) => {
+            a.value.as_slice()
+        }
+        other => panic!("{other:?}"),
+    })
+    .unwrap();
+    let Some(RouteSpecifier::ScopedRoutes(sr)) = hcm.route_specifier else {
+        panic!("{:?}", hcm.route_specifier)
+    };
+    assert_eq!(sr.name, "gw_default");
+    assert!(!t
+        .snapshot
+        .of_type(xds::ROUTE)
+        .unwrap()
+        .contains_key("gw_default-routes"));
+    // One route configuration per VirtualService, one scope per domain pointing at it.
+    let rc: RouteConfiguration = decode(&t, xds::ROUTE, "v_default~routes");
+    assert_eq!(rc.virtual_hosts.len(), 1);
+    assert_eq!(rc.virtual_hosts[0].domains, ["v.example", "www.v.example"]);
+    let scopes = t.snapshot.of_type(xds::SCOPED_ROUTE).unwrap();
+    assert_eq!(
+        scopes.keys().collect::<Vec<_>>(),
+        [
+            "v_default~v.example",
+            "v_default~www.v.example",
+            "w_default~w.example"
+        ]
+    );
+    let s: ScopedRouteConfiguration = decode(&t, xds::SCOPED_ROUTE, "w_default~w.example");
+    assert_eq!(s.route_configuration_name, "w_default~routes");
+    assert_eq!(format!("{:?}", s.key), format!("{:?}", Some(
+        envoy_types::pb::envoy::config::route::v3::scoped_route_configuration::Key {
+            fragments: vec![envoy_types::pb::envoy::config::route::v3::scoped_route_configuration::key::Fragment {
+                r#type: Some(envoy_types::pb::envoy::config::route::v3::scoped_route_configuration::key::fragment::Type::StringKey("w.example".into())),
+            }],
+        }
+    )));
+    assert_eq!(
+        t.origins["w_default~routes"],
+        [
+            crate::resource::Key::new(Kind::Gateway, "default", "gw"),
+            crate::resource::Key::new(Kind::VirtualService, "default", "w"),
+        ]
+    );
+
+    // Editing w changes w's route configuration alone.
+    let mut cached = Translator::new();
+    cached.translate(&input(objects.clone()));
+    objects[2] = vs(
+        "w",
+        &["w.example"],
+        vec![route_to("r", "/other", Dest::Single(dest("a")))],
+    );
+    let before = t.snapshot.clone();
+    let after = cached.translate(&input(objects.clone()));
+    assert_eq!(after.snapshot, translate(&input(objects.clone())).snapshot);
+    let changed: Vec<&String> = after
+        .snapshot
+        .of_type(xds::ROUTE)
+        .unwrap()
+        .iter()
+        .filter(|(n, r)| before.of_type(xds::ROUTE).unwrap().get(*n) != Some(r))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(changed, ["w_default~routes"]);
+    assert_eq!(
+        after.snapshot.of_type(xds::SCOPED_ROUTE),
+        before.of_type(xds::SCOPED_ROUTE)
+    );
+
+    // A domain a scope cannot match rejects that VirtualService, naming the domain and why.
+    for (domain, why) in [
+        ("*.x.example", "not \"*\""),
+        ("x.example:8080", "without its port"),
+        ("X.example", "lowercase"),
+    ] {
+        let mut bad = objects.clone();
+        bad.push(vs(
+            "x",
+            &[domain],
+            vec![route_to("r", "/", Dest::Single(dest("a")))],
+        ));
+        let t = translate(&input(bad));
+        let r = report(&t, Kind::VirtualService, "x");
+        assert_eq!(r.state, State::Rejected);
+        assert!(
+            r.reason.contains(&format!(
+                "domain {domain:?} cannot be served by Gateway default/gw, which has scopedRoutes"
+            )),
+            "{r:?}"
+        );
+        assert!(r.reason.contains(why), "{r:?}");
+        assert_eq!(report(&t, Kind::VirtualService, "v").state, State::Accepted);
+    }
+
+    // A second scoped Gateway is refused; the first keeps serving.
+    objects.push(scoped_gateway("gw2", 8081));
+    let t = translate(&input(objects));
+    let r = report(&t, Kind::Gateway, "gw2");
+    assert_eq!(r.state, State::Rejected);
+    assert!(
+        r.reason
+            .contains("scopedRoutes: Gateway default/gw already uses scoped routes"),
+        "{r:?}"
+    );
+    assert_eq!(report(&t, Kind::Gateway, "gw").state, State::Accepted);
+    assert!(t
+        .snapshot
+        .of_type(xds::LISTENER)
+        .unwrap()
+        .contains_key("gw_default"));
+}

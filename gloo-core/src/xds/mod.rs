@@ -45,10 +45,12 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Scoped route configurations (SRDS): which RouteConfiguration serves a request, by its host.
+pub const SCOPED_ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
 /// TLS secrets (SDS). Only their names and versions are ever shown (see `nodes`).
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// The order a snapshot's types are pushed in: make-before-break.
-pub const TYPE_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+pub const TYPE_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE];
 
 /// One Envoy resource, encoded once.
 #[derive(Clone, Debug, PartialEq)]
@@ -236,7 +238,7 @@ pub(crate) mod fixtures {
         cluster::v3::Cluster,
         endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints},
         listener::v3::Listener,
-        route::v3::{RouteConfiguration, VirtualHost},
+        route::v3::{RouteConfiguration, ScopedRouteConfiguration, VirtualHost},
     };
 
     use super::*;
@@ -309,6 +311,7 @@ pub(crate) mod fixtures {
                     ENDPOINT => ClusterLoadAssignment::decode(v).unwrap().cluster_name,
                     LISTENER => Listener::decode(v).unwrap().name,
                     ROUTE => RouteConfiguration::decode(v).unwrap().name,
+                    SCOPED_ROUTE => ScopedRouteConfiguration::decode(v).unwrap().name,
                     other => panic!("no fixture for {other}"),
                 }
             })

@@ -18,7 +18,7 @@ use std::{
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use serde::Serialize;
 
-use super::{ResourceList, CLUSTER, ENDPOINT, LISTENER, ROUTE, TYPE_ORDER};
+use super::{ResourceList, CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE, TYPE_ORDER};
 
 /// What one step of a state machine asks the I/O task to do: send `responses` in order, and
 /// record `events`.
@@ -180,9 +180,19 @@ impl Subscription {
 }
 
 /// Types a client may subscribe to as a whole by naming nothing in its first request
-/// ("legacy wildcard"); EDS, RDS and SDS are always named.
+/// ("legacy wildcard"); EDS, RDS and SDS are always named. Envoy subscribes to scoped route
+/// configurations as a whole too, and a response of them is the whole set, as for CDS and LDS.
 pub(crate) fn is_wildcard_type(type_url: &str) -> bool {
-    type_url == CLUSTER || type_url == LISTENER
+    type_url == CLUSTER || type_url == LISTENER || type_url == SCOPED_ROUTE
+}
+
+/// Types whose state-of-the-world responses need carry only what changed: Envoy keeps each
+/// named route configuration it holds until it unsubscribes, whatever a response leaves out
+/// (xDS: "all resource types except Listener and Cluster are grouped into responses in the
+/// same way as in the incremental protocol variants"). EDS is left whole, because a cluster
+/// Envoy re-creates asks again for an assignment under the same name.
+pub(crate) fn is_partial_type(type_url: &str) -> bool {
+    type_url == ROUTE
 }
 
 /// Types whose removals wait for routes to converge (make-before-break).
@@ -191,7 +201,7 @@ pub(crate) fn is_retained_type(type_url: &str) -> bool {
 }
 
 /// Types that must be ACKed at the snapshot's versions before stale clusters go.
-pub(crate) const ROUTING_TYPES: [&str; 2] = [LISTENER, ROUTE];
+pub(crate) const ROUTING_TYPES: [&str; 3] = [LISTENER, SCOPED_ROUTE, ROUTE];
 
 /// Types in push order: anything not in [`TYPE_ORDER`] (secrets, extension configs: things
 /// clusters and listeners depend on) first, by name, then CDS, EDS, LDS, RDS.

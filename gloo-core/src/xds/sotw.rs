@@ -7,9 +7,11 @@
 //!  Snapshot change ───► on_snapshot ┘                        └─► Event (sent, ACK, NACK)
 //! ```
 //!
-//! Every response of a type holds all of that type the stream is subscribed to (all of it for a
-//! wildcard CDS/LDS subscription, the named resources that exist otherwise), and its version is
-//! the hash of exactly that set. A request answers the in-flight response when its nonce is the
+//! Every response of a type stands for all of that type the stream is subscribed to (all of it
+//! for a wildcard CDS/LDS/SRDS subscription, the named resources that exist otherwise), and its
+//! version is the hash of exactly that set. A response of route configurations carries only
+//! those of the set that changed since the last response, or that were just subscribed to:
+//! Envoy keeps the others (see `protocol::is_partial_type`). A request answers the in-flight response when its nonce is the
 //! last one sent for its type; any other non-empty nonce is stale and the request is ignored
 //! (Envoy repeats its whole subscription in the next one). The shared rules are in `protocol`.
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,8 +23,8 @@ use tracing::debug;
 use super::{
     names_version,
     protocol::{
-        blame, is_wildcard_type, push_order, rejection, Event, Held, Nonces, Output, Rejection,
-        Subscription, XdsError, ROUTING_TYPES,
+        blame, is_partial_type, is_wildcard_type, push_order, rejection, Event, Held, Nonces,
+        Output, Rejection, Subscription, XdsError, ROUTING_TYPES,
     },
     ResourceList, Snapshot, XdsResource, CLUSTER,
 };
@@ -34,7 +36,8 @@ pub struct SotwResponse {
     pub version_info: String,
     pub type_url: String,
     pub nonce: String,
-    /// In name order.
+    /// In name order: all the response stands for, or, for route configurations, the part of
+    /// it that Envoy does not hold yet.
     pub resources: ResourceList,
 }
 
@@ -53,6 +56,12 @@ struct TypeState {
     legacy_wildcard: bool,
     /// The subscription changed since the last response: answer even if the version did not.
     resubscribed: bool,
+    /// Names subscribed to since the last response (of a partial type): Envoy holds nothing of
+    /// them, whatever was sent before, so the next response carries them.
+    added: BTreeSet<String>,
+    /// Names a request with a stale nonce left out: Envoy dropped them, and if the next request
+    /// names them again they count as added, though the subscription looks the same.
+    dropped: BTreeSet<String>,
     /// The version a reconnecting client said it holds, until its first response is decided.
     resume_version: Option<String>,
     last_nonce: Option<String>,
@@ -125,6 +134,7 @@ impl SotwStream {
         if !req.response_nonce.is_empty() && st.last_nonce.is_some() {
             if st.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
                 debug!(type_url = %req.type_url, nonce = %req.response_nonce, "stale nonce, ignored");
+                st.note_dropped(&req.type_url, &req.resource_names);
                 return Ok(out);
             }
             if st.in_flight {
@@ -192,6 +202,7 @@ impl SotwStream {
                     st.acked_version = Some(version.clone());
                     st.acked = st.sent.clone();
                     st.resubscribed = false;
+                    st.added.clear();
                     out.events.push(Event::Resumed {
                         type_url: type_url.clone(),
                         version,
@@ -201,7 +212,7 @@ impl SotwStream {
                 }
             }
             let unchanged = st.sent_version.as_deref() == Some(version.as_str());
-            let needed = !unchanged || (st.resubscribed && !st.rejected);
+            let needed = !unchanged || (st.resubscribed && !st.rejected) || !st.added.is_empty();
             if !needed {
                 st.resubscribed = false;
                 continue;
@@ -211,12 +222,18 @@ impl SotwStream {
                 continue;
             }
             let nonce = self.nonces.next();
+            let resources = if is_partial_type(&type_url) {
+                news(&desired, &st.sent, &st.added)
+            } else {
+                desired.clone()
+            };
             out.responses.push(SotwResponse {
                 version_info: version.clone(),
-                resources: desired.clone(),
+                resources,
                 type_url: type_url.clone(),
                 nonce: nonce.clone(),
             });
+            st.added.clear();
             // What was computed for this snapshot stays right with `sent` replaced by it: the
             // resources kept back (retain) are in both.
             st.sent = desired;
@@ -268,6 +285,16 @@ impl TypeState {
                 .iter()
                 .filter(|n| *n != "*")
                 .all(|n| self.sub.names.contains(n));
+        if is_partial_type(type_url) {
+            let (old, dropped) = (&self.sub, &self.dropped);
+            self.added.extend(
+                names
+                    .iter()
+                    .filter(|n| *n != "*" && (!old.names.contains(*n) || dropped.contains(*n)))
+                    .cloned(),
+            );
+            self.dropped.clear();
+        }
         if !same {
             self.sub = Subscription {
                 wildcard,
@@ -279,6 +306,19 @@ impl TypeState {
             };
             self.resubscribed = true;
             self.desired = None;
+        }
+    }
+
+    /// Records the subscribed names a request with a stale nonce left out (of a partial type).
+    fn note_dropped(&mut self, type_url: &str, names: &[String]) {
+        if is_partial_type(type_url) {
+            let named: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            let gone = self
+                .sub
+                .names
+                .iter()
+                .filter(|n| !named.contains(n.as_str()));
+            self.dropped.extend(gone.cloned());
         }
     }
 
@@ -341,6 +381,24 @@ impl TypeState {
         let version = version_of(&resources);
         (resources, version)
     }
+}
+
+/// What of `desired` a client that was last sent `sent` lacks: what changed or is new since,
+/// and everything named in `added`. `sent` and `desired` are in name order.
+fn news(desired: &ResourceList, sent: &ResourceList, added: &BTreeSet<String>) -> ResourceList {
+    if sent.is_empty() {
+        return desired.clone();
+    }
+    desired
+        .iter()
+        .filter(|r| {
+            added.contains(&r.name)
+                || sent
+                    .binary_search_by(|s| s.name.as_str().cmp(&r.name))
+                    .map_or(true, |i| sent[i].version != r.version)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The version of a response: the hash of its resources' names and versions.
@@ -602,6 +660,98 @@ mod tests {
         assert!(names(&r).is_empty());
         let r = one(s.on_request(ack(&r, &["a"]), &snap).unwrap());
         assert_eq!(names(&r), ["a"]);
+    }
+
+    #[test]
+    fn route_responses_carry_only_what_changed() {
+        let snap = snapshot([routes("r1", "a.test"), routes("r2", "b.test")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ROUTE, &["r1", "r2"]), &snap).unwrap());
+        assert_eq!(names(&r), ["r1", "r2"]);
+        assert!(s
+            .on_request(ack(&r, &["r1", "r2"]), &snap)
+            .unwrap()
+            .responses
+            .is_empty());
+
+        // One of the two changes: the response carries it alone, at the whole set's version.
+        let next = snapshot([routes("r1", "a.test"), routes("r2", "c.test")]);
+        let r = one(s.on_snapshot(&next));
+        assert_eq!(names(&r), ["r2"]);
+        assert_eq!(r.version_info, version_of(&next.all_of(ROUTE)));
+        s.on_request(ack(&r, &["r1", "r2"]), &next).unwrap();
+        assert_eq!(s.acked_version(ROUTE), Some(r.version_info.as_str()));
+
+        // A new name brings just that one; a name that goes needs no resource at all.
+        let more = snapshot([
+            routes("r1", "a.test"),
+            routes("r2", "c.test"),
+            routes("r3", "d.test"),
+        ]);
+        assert!(
+            s.on_snapshot(&more).responses.is_empty(),
+            "r3 is not subscribed to"
+        );
+        let r = one(s.on_request(ack(&r, &["r1", "r2", "r3"]), &more).unwrap());
+        assert_eq!(names(&r), ["r3"]);
+        let r = one(s.on_request(ack(&r, &["r1", "r3"]), &more).unwrap());
+        assert!(names(&r).is_empty());
+        assert_eq!(
+            r.version_info,
+            version_of(&[more.all_of(ROUTE)[0].clone(), more.all_of(ROUTE)[2].clone()])
+        );
+
+        s.on_request(ack(&r, &["r1", "r3"]), &more).unwrap();
+
+        // A NACKed route configuration is not sent again while it stays the same.
+        let bad = snapshot([
+            routes("r1", "x.test"),
+            routes("r2", "c.test"),
+            routes("r3", "d.test"),
+        ]);
+        let r = one(s.on_snapshot(&bad));
+        assert_eq!(names(&r), ["r1"]);
+        assert!(s
+            .on_request(nack(&r, &["r1", "r3"], "old"), &bad)
+            .unwrap()
+            .responses
+            .is_empty());
+        let fixed = snapshot([
+            routes("r1", "y.test"),
+            routes("r2", "c.test"),
+            routes("r3", "e.test"),
+        ]);
+        assert_eq!(names(&one(s.on_snapshot(&fixed))), ["r1", "r3"]);
+
+        // Other types stay whole.
+        let eds = snapshot([endpoints("a"), endpoints("b")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ENDPOINT, &["a", "b"]), &eds).unwrap());
+        s.on_request(ack(&r, &["a", "b"]), &eds).unwrap();
+        let next = snapshot([endpoints_v("a", 2), endpoints("b")]);
+        assert_eq!(names(&one(s.on_snapshot(&next))), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_route_dropped_and_named_again_while_a_response_was_in_flight_is_sent_again() {
+        let snap = snapshot([routes("r1", "a.test"), routes("r2", "b.test")]);
+        let mut s = SotwStream::new();
+        let r = one(s.on_request(request(ROUTE, &["r1", "r2"]), &snap).unwrap());
+        s.on_request(ack(&r, &["r1", "r2"]), &snap).unwrap();
+        let next = snapshot([routes("r1", "c.test"), routes("r2", "b.test")]);
+        let in_flight = one(s.on_snapshot(&next));
+        assert_eq!(names(&in_flight), ["r1"]);
+        // Before the response reaches it, Envoy drops r2 (its stale-nonce request is ignored)...
+        assert!(s
+            .on_request(ack(&r, &["r1"]), &next)
+            .unwrap()
+            .responses
+            .is_empty());
+        // ... and names it again when it ACKs: the subscription looks unchanged, but Envoy
+        // holds nothing of r2 now.
+        let again = one(s.on_request(ack(&in_flight, &["r1", "r2"]), &next).unwrap());
+        assert_eq!(names(&again), ["r2"]);
+        assert_eq!(again.version_info, in_flight.version_info);
     }
 
     #[test]
