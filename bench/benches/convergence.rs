@@ -4,7 +4,8 @@
 //! One Gateway, four test backends (each a static Upstream). New routes are added one at a
 //! time, each as its own VirtualService with its own domain (`new-<i>.bench.test`, one prefix
 //! `/` route to a backend), so each addition is one Apply and one new virtual host in the one
-//! route configuration. Per route:
+//! route configuration (or, with scoped routes, one new scope and route configuration). Per
+//! route:
 //!
 //! ```text
 //!  prober thread: GET / (Host: new-<i>) ─ 404, 404, ... ──────────────── 200  (kept-alive HTTP/1.1,
@@ -22,8 +23,14 @@
 //!    steady rate (a new `x-churn` response header value on its first route: a real change, so a
 //!    translation and an RDS push each), round-robin, while the new routes are added.
 //!
+//! Each phase runs twice by default: with the Gateway's one RouteConfiguration (`quiet`,
+//! `churn`), and with `scopedRoutes` (`quiet-scoped`, `churn-scoped`): a RouteConfiguration per
+//! VirtualService, picked by host, so a churned VirtualService makes Envoy rebuild its 10
+//! routes, not all of them.
+//!
 //! Env: CONVERGENCE_ROUTES (default 1000), CONVERGENCE_CHURN_VS (500), CONVERGENCE_CHURN_ROUTES_PER_VS
-//! (10), CONVERGENCE_CHURN_RATE (Applies per second, 20), CONVERGENCE_PHASES (`quiet,churn`),
+//! (10), CONVERGENCE_CHURN_RATE (Applies per second, 20), CONVERGENCE_PHASES
+//! (`quiet,churn,quiet-scoped,churn-scoped`),
 //! CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0), CONVERGENCE_DUMP (a
 //! file to write Envoy's /config_dump to once the churned routes are served).
 //! Progress goes to stderr, the markdown report to stdout; exit code 1 when a target is missed.
@@ -72,7 +79,7 @@ impl Config {
             churn_routes_per_vs: support::env_count("CONVERGENCE_CHURN_ROUTES_PER_VS", 10),
             churn_rate: support::env_count("CONVERGENCE_CHURN_RATE", 20),
             phases: std::env::var("CONVERGENCE_PHASES")
-                .unwrap_or_else(|_| "quiet,churn".into())
+                .unwrap_or_else(|_| "quiet,churn,quiet-scoped,churn-scoped".into())
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
@@ -91,9 +98,11 @@ fn main() -> ExitCode {
     let mut results = Vec::new();
     for phase in &cfg.phases {
         let result = match phase.as_str() {
-            "quiet" => runtime.block_on(phase_run(&cfg, false)),
-            "churn" => runtime.block_on(phase_run(&cfg, true)),
-            other => panic!("unknown phase {other:?} (quiet, churn)"),
+            "quiet" => runtime.block_on(phase_run(&cfg, false, false)),
+            "churn" => runtime.block_on(phase_run(&cfg, true, false)),
+            "quiet-scoped" => runtime.block_on(phase_run(&cfg, false, true)),
+            "churn-scoped" => runtime.block_on(phase_run(&cfg, true, true)),
+            other => panic!("unknown phase {other:?} (quiet, churn, quiet-scoped, churn-scoped)"),
         };
         results.push(result);
     }
@@ -118,13 +127,24 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start() -> Gateway {
+    async fn start(scoped: bool) -> Gateway {
         let Proxy {
             core,
             envoy,
             listen,
             mut client,
         } = Proxy::start(false).await;
+        if scoped {
+            apply(
+                &mut client,
+                resource(
+                    Kind::Gateway,
+                    "gw",
+                    json!({"bindAddress": "127.0.0.1", "bindPort": listen.port(), "scopedRoutes": true}),
+                ),
+            )
+            .await;
+        }
         let mut backends = Vec::new();
         for i in 0..BACKENDS {
             let b = Backend::start(&format!("b{i}")).await;
@@ -238,6 +258,8 @@ fn churn_vs(j: usize, routes: usize, n: usize) -> Resource {
 // One phase
 
 struct Phase {
+    /// The Gateway has `scopedRoutes`.
+    scoped: bool,
     churn: Option<Churn>,
     /// First 200 − Apply's answer, clamped at 0, per measured route.
     latencies: Vec<Duration>,
@@ -256,18 +278,21 @@ struct Phase {
     envoy_rds: Option<(f64, f64)>,
 }
 
-/// Envoy's `update_duration` histogram of its RDS subscription, cumulative over the Envoy's
-/// life (p50 ms, p99 ms). Envoy folds histogram samples into /stats at its stats flush (every
-/// 5 s), so the last seconds of a phase may be missing.
+/// Envoy's `update_duration` histograms of its RDS subscriptions, cumulative over the Envoy's
+/// life (p50 ms, p99 ms; with scoped routes, the highest of the route configurations' own).
+/// Envoy folds histogram samples into /stats at its stats flush (every 5 s), so the last
+/// seconds of a phase may be missing.
 fn envoy_rds_update(envoy: &Envoy) -> Option<(f64, f64)> {
     let body = e2e::http::get(envoy.admin, "/stats?filter=rds.*update_duration")?.body;
-    let line = body.lines().find(|l| l.contains("update_duration"))?;
     // `name: P0(interval,cumulative) P25(...) ... P99(...) P99.5(...) P99.9(...) P100(...)`
-    let quantile = |q: &str| -> Option<f64> {
+    let quantile = |line: &str, q: &str| -> Option<f64> {
         let rest = line.split(&format!(" P{q}(")).nth(1)?;
         rest.split(')').next()?.split(',').nth(1)?.parse().ok()
     };
-    Some((quantile("50")?, quantile("99")?))
+    body.lines()
+        .filter(|l| l.contains("update_duration"))
+        .filter_map(|l| Some((quantile(l, "50")?, quantile(l, "99")?)))
+        .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
 }
 
 /// Counters of gloo-core's own `/metrics`, to split the figure into server-side parts.
@@ -376,9 +401,14 @@ fn probe(
     ))
 }
 
-async fn phase_run(cfg: &Config, with_churn: bool) -> Phase {
-    let name = if with_churn { "churn" } else { "quiet" };
-    let mut gw = Gateway::start().await;
+async fn phase_run(cfg: &Config, with_churn: bool, scoped: bool) -> Phase {
+    let name = match (with_churn, scoped) {
+        (false, false) => "quiet",
+        (true, false) => "churn",
+        (false, true) => "quiet-scoped",
+        (true, true) => "churn-scoped",
+    };
+    let mut gw = Gateway::start(scoped).await;
 
     // The churned set, created and served before anything is measured.
     let mut churn_setup = Duration::ZERO;
@@ -428,6 +458,7 @@ async fn phase_run(cfg: &Config, with_churn: bool) -> Phase {
     });
 
     let mut phase = Phase {
+        scoped,
         churn: None,
         latencies: Vec::new(),
         early: 0,
@@ -547,7 +578,7 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
     for p in phases {
         let l = sorted(p.latencies.clone());
         let rtt = sorted(p.apply_rtt.clone());
-        let phase = match &p.churn {
+        let mut phase = match &p.churn {
             None => "quiet".to_string(),
             Some(c) => format!(
                 "churn: {} other routes, {:.1} Applies/s",
@@ -555,6 +586,9 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
                 c.applies as f64 / c.elapsed.as_secs_f64()
             ),
         };
+        if p.scoped {
+            phase.push_str(", scopedRoutes");
+        }
         let sv = &p.server;
         let mean = |sum: f64, n: f64| ms(Duration::from_secs_f64(sum / n.max(1.0)));
         out.push_str(&format!(
