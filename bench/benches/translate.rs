@@ -1,6 +1,8 @@
 //! Translator benchmarks: a full translation of N upstreams and N routes (N/10 VirtualServices
 //! of 10 routes, one Gateway), and an incremental pass after one object changed, at two sizes
 //! to show whether the incremental cost grows with the total. Single-threaded, in process.
+//! Each size runs with the Gateway's one RouteConfiguration and with `scopedRoutes` (a
+//! RouteConfiguration per VirtualService); TRANSLATE_GATEWAYS (`single,scoped`) picks.
 //!
 //! `cargo bench -p bench --bench translate` prints a markdown table.
 use std::{sync::Arc, time::Instant};
@@ -54,10 +56,10 @@ fn virtual_service(v: usize, n_upstreams: usize, version: usize) -> Resource {
     )
 }
 
-fn input(n: usize) -> Input {
+fn input(n: usize, scoped: bool) -> Input {
     let mut objects: Vec<Resource> = (0..n).map(upstream).collect();
     objects.extend((0..n / 10).map(|v| virtual_service(v, n, 0)));
-    let gw = json!({"bindAddress": "127.0.0.1", "bindPort": 8080});
+    let gw = json!({"bindAddress": "127.0.0.1", "bindPort": 8080, "scopedRoutes": scoped});
     objects.push(object(
         "gw",
         9_000_000,
@@ -100,6 +102,7 @@ fn one_change(tr: &mut Translator, change: (Key, Option<Arc<Resource>>)) -> f64 
 
 struct Row {
     n: usize,
+    scoped: bool,
     full: f64,
     full_min: f64,
     full_check: usize,
@@ -111,8 +114,8 @@ struct Row {
     snapshot_clone: f64,
 }
 
-fn run(n: usize) -> Row {
-    let mut inp = input(n);
+fn run(n: usize, scoped: bool) -> Row {
+    let mut inp = input(n, scoped);
     // Full translation from scratch, 5 times (TRANSLATE_FULL_RUNS: say 1 under a profiler that
     // looks at the incremental passes).
     let runs = std::env::var("TRANSLATE_FULL_RUNS")
@@ -161,6 +164,7 @@ fn run(n: usize) -> Row {
     let snapshot_clone = ms(t0.elapsed()) / 10.0;
     Row {
         n,
+        scoped,
         full: percentile(&mut full, 0.5),
         full_min: percentile(&mut full, 0.0),
         vs_min: percentile(&mut vs_times, 0.0),
@@ -178,15 +182,28 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000]);
+    let gateways: Vec<bool> = std::env::var("TRANSLATE_GATEWAYS")
+        .unwrap_or_else(|_| "single,scoped".into())
+        .split(',')
+        .map(|g| match g.trim() {
+            "single" => false,
+            "scoped" => true,
+            other => panic!("TRANSLATE_GATEWAYS: unknown {other:?} (single, scoped)"),
+        })
+        .collect();
     // The minimum is the figure least inflated by other processes on a shared machine.
-    println!("| upstreams / routes | Envoy resources | full translation: median (min) | one VirtualService changed: p50 / p99 (min) | one Upstream changed: p50 (min) | input snapshot clone |");
-    println!("|---|---|---|---|---|---|");
-    for n in sizes {
-        let r = run(n);
+    println!("| upstreams / routes | Gateway | Envoy resources | full translation: median (min) | one VirtualService changed: p50 / p99 (min) | one Upstream changed: p50 (min) | input snapshot clone |");
+    println!("|---|---|---|---|---|---|---|");
+    for (&scoped, n) in gateways
+        .iter()
+        .flat_map(|g| sizes.iter().map(move |&n| (g, n)))
+    {
+        let r = run(n, scoped);
         println!(
-            "| {} / {} | {} | {:.1} ms ({:.1}) | {:.2} / {:.2} ms ({:.2}) | {:.2} ms ({:.2}) | {:.2} ms |",
+            "| {} / {} | {} | {} | {:.1} ms ({:.1}) | {:.2} / {:.2} ms ({:.2}) | {:.2} ms ({:.2}) | {:.2} ms |",
             r.n,
             r.n,
+            if r.scoped { "scopedRoutes" } else { "one RouteConfiguration" },
             r.full_check,
             r.full,
             r.full_min,

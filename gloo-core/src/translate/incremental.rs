@@ -89,6 +89,10 @@ pub struct Translator {
     plugin_step: Step,
     plugin_clusters: BTreeMap<String, Arc<XdsResource>>,
     gateway_step: Step,
+    /// What the gateways step made of each VirtualService served with scoped routes.
+    scoped: listeners::Scoped,
+    /// The names of the gateways' own route configurations (those not scoped), last pass.
+    gateway_routes: Vec<String>,
     /// The names the gateways step gave origins for.
     gateway_origins: BTreeSet<String>,
     out: Translation,
@@ -188,6 +192,48 @@ fn replace_unit(
     old
 }
 
+/// Applies what changed of the scoped route configurations and scopes to the snapshot and
+/// origins: the gone first, so that a replacement's same names are put back.
+fn patch_scoped(
+    out: &mut Translation,
+    scoped: &listeners::Scoped,
+    changes: &listeners::ScopedChanges,
+) {
+    let made = || changes.made.iter().map(|k| &scoped.by_vs[k]);
+    let resources = &mut out.snapshot.resources;
+    let routes = resources.entry(xds::ROUTE).or_default();
+    for g in &changes.gone {
+        routes.remove(&g.route_config.name);
+    }
+    for s in made() {
+        routes.insert(s.route_config.name.clone(), s.route_config.clone());
+    }
+    let scopes = resources.entry(xds::SCOPED_ROUTE).or_default();
+    for g in &changes.gone {
+        for sc in &g.scopes {
+            scopes.remove(&sc.name);
+        }
+    }
+    for s in made() {
+        for sc in &s.scopes {
+            scopes.insert(sc.name.clone(), sc.clone());
+        }
+    }
+    for g in &changes.gone {
+        out.origins.remove(&g.route_config.name);
+        for sc in &g.scopes {
+            out.origins.remove(&sc.name);
+        }
+    }
+    for s in made() {
+        out.origins
+            .insert(s.route_config.name.clone(), s.origin.clone());
+        for sc in &s.scopes {
+            out.origins.insert(sc.name.clone(), s.origin.clone());
+        }
+    }
+}
+
 impl Translator {
     pub fn new() -> Self {
         Translator::with_plugins(plugins::defaults())
@@ -217,6 +263,8 @@ impl Translator {
             plugin_step: Step::default(),
             plugin_clusters: BTreeMap::new(),
             gateway_step: Step::default(),
+            scoped: listeners::Scoped::default(),
+            gateway_routes: Vec::new(),
             gateway_origins: BTreeSet::new(),
             out,
             started: false,
@@ -416,6 +464,8 @@ impl Translator {
             plugin_step,
             plugin_clusters,
             gateway_step,
+            scoped,
+            gateway_routes,
             gateway_origins,
             out,
             keep_resources,
@@ -685,23 +735,29 @@ impl Translator {
         {
             let list: Vec<Arc<VirtualHostOut>> = vhosts.values().cloned().collect();
             let mut reporter = Reporter::after_upstreams(rejected_upstreams.clone());
-            let (listeners, route_configs, secrets, scopes, origins) =
-                listeners::translate(&ctx, &list, &mut reporter);
+            let (listeners, route_configs, secrets, changes, origins) =
+                listeners::translate(&ctx, &list, &mut reporter, scoped);
             let step = Step {
                 reads: ctx.take_reads(),
                 reports: reporter.into_reports(),
             };
-            for (url, items) in [
-                (xds::LISTENER, listeners),
-                (xds::ROUTE, route_configs),
-                (xds::SECRET, secrets),
-                (xds::SCOPED_ROUTE, scopes),
-            ] {
-                let items = if keep { items } else { Vec::new() };
-                out.snapshot.resources.insert(
-                    url,
-                    items.into_iter().map(|r| (r.name.clone(), r)).collect(),
-                );
+            if keep {
+                for (url, items) in [(xds::LISTENER, listeners), (xds::SECRET, secrets)] {
+                    out.snapshot.resources.insert(
+                        url,
+                        items.into_iter().map(|r| (r.name.clone(), r)).collect(),
+                    );
+                }
+                // Route configurations: the gateways' own replaced, the scoped ones patched.
+                let routes = out.snapshot.resources.entry(xds::ROUTE).or_default();
+                for name in gateway_routes.drain(..) {
+                    routes.remove(&name);
+                }
+                for r in route_configs {
+                    gateway_routes.push(r.name.clone());
+                    routes.insert(r.name.clone(), r);
+                }
+                patch_scoped(out, scoped, &changes);
             }
             let origins = if keep { origins } else { BTreeMap::new() };
             let upstream_owns =

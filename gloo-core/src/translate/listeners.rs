@@ -176,20 +176,74 @@ fn scope(name: String, domain: &str, rc_name: &str) -> XdsResource {
     XdsResource::new(name, &msg)
 }
 
-/// Listeners, route configurations, SDS secrets, scoped route configurations, and the objects
-/// each was made from, by resource name.
-pub type Gateways = (
+/// What the VirtualServices served with scoped routes became, kept between passes: a pass
+/// builds again only those whose virtual host (or gateway) is not the one kept, and tells the
+/// translator what to patch in its snapshot, so a pass after one edit costs one VirtualService's
+/// resources, not all of them.
+#[derive(Default)]
+pub(crate) struct Scoped {
+    pub by_vs: FastMap<Key, ScopedVs>,
+    pass: u64,
+}
+
+/// One VirtualService's route configuration and scopes.
+pub(crate) struct ScopedVs {
+    vhost: Arc<VirtualHostOut>,
+    pub route_config: Arc<XdsResource>,
+    pub scopes: Vec<Arc<XdsResource>>,
+    /// The gateway and the VirtualService: the origin of each of the resources above.
+    pub origin: Vec<Key>,
+    /// The last pass that served it.
+    seen: u64,
+}
+
+/// What changed in [`Scoped`] in one pass: the entries that went or were replaced, and the keys
+/// of those that are new or replace one.
+#[derive(Default)]
+pub(crate) struct ScopedChanges {
+    pub gone: Vec<ScopedVs>,
+    pub made: Vec<Key>,
+}
+
+impl ScopedVs {
+    fn new(v: &Arc<VirtualHostOut>, gw: &Key, seen: u64) -> ScopedVs {
+        let name = names::scoped_route_config(&v.key.namespace, &v.key.name);
+        let mut domains: Vec<&str> = v.domains.iter().map(String::as_str).collect();
+        domains.sort_unstable();
+        domains.dedup();
+        let scopes = domains
+            .into_iter()
+            .map(|d| {
+                let scope_name = names::scope(&v.key.namespace, &v.key.name, d);
+                Arc::new(scope(scope_name, d, &name))
+            })
+            .collect();
+        ScopedVs {
+            vhost: v.clone(),
+            route_config: Arc::new(route_configuration(&name, &[v])),
+            scopes,
+            origin: vec![gw.clone(), v.key.clone()],
+            seen,
+        }
+    }
+}
+
+/// Listeners, route configurations, SDS secrets, and the objects each was made from, by
+/// resource name; the route configurations and scopes of a gateway with scoped routes are in
+/// [`Scoped`] instead, and what changed there.
+pub(crate) type Gateways = (
     Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
     Vec<Arc<XdsResource>>,
-    Vec<Arc<XdsResource>>,
+    ScopedChanges,
     BTreeMap<String, Vec<Key>>,
 );
 
-pub fn translate(
+pub(crate) fn translate(
     ctx: &Context<'_>,
     vhosts: &[Arc<VirtualHostOut>],
     reporter: &mut Reporter,
+    kept: &mut Scoped,
 ) -> Gateways {
     let gateways: Vec<(&Key, &GatewaySpec)> = ctx
         .input
@@ -302,7 +356,9 @@ pub fn translate(
     // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
-    let mut scopes = Vec::new();
+    let mut changes = ScopedChanges::default();
+    kept.pass += 1;
+    let pass = kept.pass;
     let mut origins = BTreeMap::new();
     let mut secrets: BTreeMap<String, XdsResource> = BTreeMap::new();
     for (key, gw, addr, list, tls, tcp, access_log, scoped) in usable {
@@ -391,18 +447,20 @@ pub fn translate(
         origins.insert(listener_name.clone(), vec![key.clone()]);
         if scoped {
             for v in &list {
-                let name = names::scoped_route_config(&v.key.namespace, &v.key.name);
-                let both = vec![key.clone(), v.key.clone()];
-                let mut domains: Vec<&str> = v.domains.iter().map(String::as_str).collect();
-                domains.sort_unstable();
-                domains.dedup();
-                for d in domains {
-                    let scope_name = names::scope(&v.key.namespace, &v.key.name, d);
-                    origins.insert(scope_name.clone(), both.clone());
-                    scopes.push(Arc::new(scope(scope_name, d, &name)));
+                match kept.by_vs.get_mut(&v.key) {
+                    Some(k) if Arc::ptr_eq(&k.vhost, v) && k.origin[0] == *key => k.seen = pass,
+                    Some(k) => {
+                        changes
+                            .gone
+                            .push(std::mem::replace(k, ScopedVs::new(v, key, pass)));
+                        changes.made.push(v.key.clone());
+                    }
+                    None => {
+                        kept.by_vs
+                            .insert(v.key.clone(), ScopedVs::new(v, key, pass));
+                        changes.made.push(v.key.clone());
+                    }
                 }
-                route_configs.push(Arc::new(route_configuration(&name, &[v])));
-                origins.insert(name, both);
             }
         } else {
             let mut rc_origins = vec![key.clone()];
@@ -412,6 +470,15 @@ pub fn translate(
         }
         listeners.push(Arc::new(XdsResource::new(listener_name, &listener)));
     }
+    let stale: Vec<Key> = kept
+        .by_vs
+        .iter()
+        .filter(|(_, s)| s.seen != pass)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in stale {
+        changes.gone.extend(kept.by_vs.remove(&k));
+    }
     let secrets = secrets.into_values().map(Arc::new).collect();
-    (listeners, route_configs, secrets, scopes, origins)
+    (listeners, route_configs, secrets, changes, origins)
 }

@@ -127,7 +127,7 @@ fn variant(rng: &mut Rng, kind: Kind, name: &str) -> Value {
                     r
                 })
                 .collect();
-            json!({"domains": [rng.pick(&["a.example", "b.example", "c.example", "d.example"])], "routes": routes})
+            json!({"domains": [rng.pick(&["a.example", "b.example", "c.example", "d.example", "*.example"])], "routes": routes})
         }
         Kind::Unspecified => unreachable!(),
         Kind::Gateway => {
@@ -137,6 +137,7 @@ fn variant(rng: &mut Rng, kind: Kind, name: &str) -> Value {
                     g["virtualServices"] = json!([{"name": rng.pick(&["v0", "v1", "v2", "nope"])}])
                 }
                 1 => g["tcpUpstream"] = json!({"name": rng.pick(&TARGETS)}),
+                2 => g["scopedRoutes"] = json!(true),
                 _ => {}
             }
             g
@@ -172,6 +173,8 @@ fn assert_same(got: &Translation, want: &Translation, step: usize) {
 
 #[test]
 fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
+    // Passes that served scoped routes: the sequence must reach them too.
+    let mut scoped_passes = 0;
     for seed in 1..=12u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let slots = slots();
@@ -215,6 +218,10 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
             let got = cached.apply(changes).clone();
             let want = translate(cached.input());
             assert_same(&got, &want, step);
+            scoped_passes += want
+                .snapshot
+                .of_type(crate::xds::SCOPED_ROUTE)
+                .is_some_and(|s| !s.is_empty()) as usize;
             let differ: BTreeSet<Key> = want
                 .reports
                 .keys()
@@ -229,6 +236,7 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
             before = got;
         }
     }
+    assert!(scoped_passes > 100, "only {scoped_passes} passes served scoped routes");
 }
 
 #[test]
