@@ -236,7 +236,10 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
             before = got;
         }
     }
-    assert!(scoped_passes > 100, "only {scoped_passes} passes served scoped routes");
+    assert!(
+        scoped_passes > 100,
+        "only {scoped_passes} passes served scoped routes"
+    );
 }
 
 #[test]
