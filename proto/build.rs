@@ -10,6 +10,27 @@ const PROTOS: &[&str] = &[
     "proto/gloo/v1/storage.proto",
 ];
 
+/// Fields wrapped in a `Box`: optional messages that most objects leave unset.
+const BOXED: &[&str] = &[
+    ".gloo.v1.UpstreamSpec.upstream_type.aws",
+    ".gloo.v1.UpstreamSpec.upstream_type.gcp",
+    ".gloo.v1.UpstreamSpec.tls",
+    ".gloo.v1.UpstreamSpec.circuit_breakers",
+    ".gloo.v1.UpstreamSpec.outlier_detection",
+    ".gloo.v1.UpstreamSpec.load_balancer",
+    ".gloo.v1.VirtualServiceSpec.options",
+    ".gloo.v1.RouteOptions.retries",
+    ".gloo.v1.RouteOptions.regex_rewrite",
+    ".gloo.v1.RouteOptions.headers",
+    ".gloo.v1.RouteOptions.cors",
+    ".gloo.v1.RouteOptions.shadowing",
+    ".gloo.v1.RouteOptions.faults",
+    ".gloo.v1.RouteOptions.rate_limit",
+    ".gloo.v1.RouteOptions.lambda",
+    ".gloo.v1.GatewaySpec.tls",
+    ".gloo.v1.GatewaySpec.access_log",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
@@ -30,6 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".gloo.v1.GcpSecret",
             ".gloo.v1.OpaqueSecret",
         ]);
+    // Options that most objects leave unset are boxed: a message field is otherwise held inline,
+    // at its full size, in every object whether set or not, and the store and the translator
+    // hold tens of thousands of objects (an unboxed `Resource` was 768 bytes, mostly such
+    // options; see docs/benchmarks.md).
+    for field in BOXED {
+        config.boxed(field);
+    }
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

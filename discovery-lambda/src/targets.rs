@@ -190,7 +190,7 @@ mod tests {
             Kind::Upstream,
             name,
             Spec::Upstream(UpstreamSpec {
-                upstream_type: Some(UpstreamType::Aws(AwsUpstream {
+                upstream_type: Some(UpstreamType::Aws(Box::new(AwsUpstream {
                     region: "us-east-1".into(),
                     secret_ref: (!secret.is_empty()).then(|| ResourceRef {
                         name: secret.into(),
@@ -198,7 +198,7 @@ mod tests {
                     }),
                     endpoint: "http://127.0.0.1:5000".into(),
                     ..Default::default()
-                })),
+                }))),
                 ..Default::default()
             }),
         )

@@ -105,7 +105,7 @@ mod tests {
     use super::*;
     use proto::v1::{
         static_upstream::Host, Endpoint, EndpointsSpec, KubeUpstream, Metadata, StaticUpstream,
-        UpstreamSpec, UpstreamTls,
+        UpstreamSpec,
     };
 
     fn upstream(ns: &str, label: Option<&str>, t: UpstreamType) -> Resource {
@@ -169,7 +169,7 @@ mod tests {
         );
         let mut tls = upstream("default", None, stat());
         if let Some(Spec::Upstream(u)) = &mut tls.spec {
-            u.tls = Some(UpstreamTls::default());
+            u.tls = Some(Box::default());
         }
         tls.metadata
             .as_mut()

@@ -566,13 +566,13 @@ fn a_discovery_warning_annotation_is_a_warning_on_the_upstream_until_removed() {
 fn a_discovery_warning_does_not_hide_a_rejection() {
     let mut broken = static_us("broken", "127.0.0.1", 8443);
     if let Some(Spec::Upstream(u)) = broken.spec.as_mut() {
-        u.tls = Some(proto::v1::UpstreamTls {
+        u.tls = Some(Box::new(proto::v1::UpstreamTls {
             secret_ref: Some(ResourceRef {
                 name: "missing".into(),
                 namespace: String::new(),
             }),
             ..Default::default()
-        });
+        }));
     }
     broken.metadata.as_mut().unwrap().annotations.insert(
         "discovery.solo.io/warning.discovery-openapi".into(),

@@ -314,7 +314,7 @@ impl Plugin for AwsLambda {
             .route
             .options
             .as_ref()
-            .and_then(|o| o.lambda)
+            .and_then(|o| o.lambda.as_deref().copied())
             .unwrap_or_default();
         let config = Config {
             arn: invoke_arn(aws, f)

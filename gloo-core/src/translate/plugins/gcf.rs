@@ -746,11 +746,11 @@ mod tests {
         res(
             "gcp",
             Spec::Upstream(UpstreamSpec {
-                upstream_type: Some(UpstreamType::Gcp(GcpUpstream {
+                upstream_type: Some(UpstreamType::Gcp(Box::new(GcpUpstream {
                     project: "p".into(),
                     function_auth: auth,
                     ..Default::default()
-                })),
+                }))),
                 ..Default::default()
             }),
         )

@@ -194,7 +194,7 @@ pub fn tls_inspector() -> ListenerFilter {
 }
 
 pub fn access_logs(gw: &GatewaySpec) -> Result<Vec<EnvoyAccessLog>, String> {
-    let Some(AccessLog { path, format }) = &gw.access_log else {
+    let Some(AccessLog { path, format }) = gw.access_log.as_deref() else {
         return Ok(Vec::new());
     };
     if !path.is_empty() && !path.starts_with('/') {

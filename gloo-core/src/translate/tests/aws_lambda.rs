@@ -23,7 +23,7 @@ fn aws_us(name: &str, endpoint: &str, secret: Option<&str>) -> Resource {
     res(
         name,
         Spec::Upstream(UpstreamSpec {
-            upstream_type: Some(UpstreamType::Aws(AwsUpstream {
+            upstream_type: Some(UpstreamType::Aws(Box::new(AwsUpstream {
                 region: "us-east-1".into(),
                 account_id: "123456789012".into(),
                 secret_ref: secret.map(|s| ResourceRef {
@@ -32,7 +32,7 @@ fn aws_us(name: &str, endpoint: &str, secret: Option<&str>) -> Resource {
                 }),
                 endpoint: endpoint.into(),
                 ..Default::default()
-            })),
+            }))),
             ..Default::default()
         }),
     )
@@ -153,10 +153,10 @@ fn missing_secret_rejects_the_upstream_naming_the_secret() {
 fn route_to_a_lambda_function_invokes_that_function_and_qualifier() {
     let mut async_route = fn_route("async", "/async", "aws", "hello-live");
     async_route.options = Some(RouteOptions {
-        lambda: Some(LambdaOptions {
+        lambda: Some(Box::new(LambdaOptions {
             asynchronous: true,
             wrap_as_json: true,
-        }),
+        })),
         ..Default::default()
     });
     let objects = vec![
