@@ -93,6 +93,8 @@ pub struct Translator {
     scoped: listeners::Scoped,
     /// The names of the gateways' own route configurations (those not scoped), last pass.
     gateway_routes: Vec<String>,
+    /// Passes whose gateways step only rebuilt edited VirtualServices' route configurations.
+    pub(crate) gateway_fast_passes: u64,
     /// The names the gateways step gave origins for.
     gateway_origins: BTreeSet<String>,
     out: Translation,
@@ -192,6 +194,16 @@ fn replace_unit(
     old
 }
 
+/// Whether the input has one Gateway, with scoped routes, serving every VirtualService.
+fn one_scoped_gateway(input: &Input) -> bool {
+    let mut gateways = input.of_kind(Kind::Gateway);
+    match (gateways.next(), gateways.next()) {
+        (Some((_, r)), None) => matches!(&r.spec, Some(Spec::Gateway(g))
+            if g.scoped_routes && g.virtual_services.is_empty() && g.tcp_upstream.is_none()),
+        _ => false,
+    }
+}
+
 /// Applies what changed of the scoped route configurations and scopes to the snapshot and
 /// origins: the gone first, so that a replacement's same names are put back.
 fn patch_scoped(
@@ -265,6 +277,7 @@ impl Translator {
             gateway_step: Step::default(),
             scoped: listeners::Scoped::default(),
             gateway_routes: Vec::new(),
+            gateway_fast_passes: 0,
             gateway_origins: BTreeSet::new(),
             out,
             started: false,
@@ -466,6 +479,7 @@ impl Translator {
             gateway_step,
             scoped,
             gateway_routes,
+            gateway_fast_passes,
             gateway_origins,
             out,
             keep_resources,
@@ -666,6 +680,9 @@ impl Translator {
             d
         };
         let mut vhosts_changed = false;
+        // Virtual hosts replaced by one with the same domains and filters: (key, new one).
+        let mut vhosts_edited: Vec<(Key, Arc<VirtualHostOut>)> = Vec::new();
+        let mut vhosts_reshaped = false;
         {
             let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
             for key in &dirty_vs {
@@ -714,11 +731,21 @@ impl Translator {
                         };
                         // An equal result keeps the old one: the gateways need not change.
                         if vhosts.get(key).is_none_or(|o| o.version != v.version) {
+                            match vhosts.get(key) {
+                                Some(o) if o.domains == v.domains && o.filters == v.filters => {
+                                    vhosts_edited.push((key.clone(), v.clone()))
+                                }
+                                _ => vhosts_reshaped = true,
+                            }
                             vhosts.insert(key.clone(), v);
                             vhosts_changed = true;
                         }
                     }
-                    None => vhosts_changed |= vhosts.remove(key).is_some(),
+                    None => {
+                        let gone = vhosts.remove(key).is_some();
+                        vhosts_changed |= gone;
+                        vhosts_reshaped |= gone;
+                    }
                 }
                 touched.push(key.clone());
             }
@@ -726,13 +753,28 @@ impl Translator {
 
         // 5. Gateways → listeners, route configurations, SDS secrets.
         let gateways_changed = changed.iter().any(|k| k.kind == Kind::Gateway);
-        if first
+        let other_reasons = first
             || regateway
-            || vhosts_changed
             || gateways_changed
             || !flipped.is_empty()
-            || gateway_step.read_any(changed)
-        {
+            || gateway_step.read_any(changed);
+        if vhosts_changed && !vhosts_reshaped && !other_reasons && one_scoped_gateway(input) {
+            // Only routes changed, under the one Gateway, which has scoped routes and serves
+            // every VirtualService: domains and filters are the same, so are the domain claims,
+            // the listener and every report; only the edited VirtualServices' route
+            // configurations change.
+            let mut changes = listeners::ScopedChanges::default();
+            for (key, v) in vhosts_edited {
+                if let Some(gone) = scoped.replace(&key, &v) {
+                    changes.gone.push(gone);
+                    changes.made.push(key);
+                }
+            }
+            if keep {
+                patch_scoped(out, scoped, &changes);
+            }
+            *gateway_fast_passes += 1;
+        } else if vhosts_changed || other_reasons {
             let list: Vec<Arc<VirtualHostOut>> = vhosts.values().cloned().collect();
             let mut reporter = Reporter::after_upstreams(rejected_upstreams.clone());
             let (listeners, route_configs, secrets, changes, origins) =

@@ -186,6 +186,16 @@ pub(crate) struct Scoped {
     pass: u64,
 }
 
+impl Scoped {
+    /// Builds again what `key` became, with virtual host `v` (same domains and filters as the
+    /// one kept); returns the entry replaced, if `key` was served.
+    pub fn replace(&mut self, key: &Key, v: &Arc<VirtualHostOut>) -> Option<ScopedVs> {
+        let kept = self.by_vs.get_mut(key)?;
+        let made = ScopedVs::new(v, &kept.origin[0], kept.seen);
+        Some(std::mem::replace(kept, made))
+    }
+}
+
 /// One VirtualService's route configuration and scopes.
 pub(crate) struct ScopedVs {
     vhost: Arc<VirtualHostOut>,

@@ -243,6 +243,94 @@ fn every_pass_of_a_random_sequence_of_changes_equals_a_fresh_translation() {
 }
 
 #[test]
+fn route_edits_under_one_scoped_gateway_equal_a_fresh_translation() {
+    // VirtualServices on one scoped Gateway: mostly route edits that keep the domains (the
+    // gateways step's short path), sometimes a domain edit, a conflicting or unusable domain, a
+    // VirtualService deleted or an upstream gone (the whole step).
+    const DOMAINS: [&str; 6] = [
+        "a.example",
+        "b.example",
+        "c.example",
+        "d.example",
+        "a.example",
+        "*.example",
+    ];
+    let mut fast = 0;
+    for seed in 1..=6u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut domains: Vec<&str> = (0..6).map(|i| DOMAINS[i]).collect();
+        let vs = |rng: &mut Rng, i: usize, domain: &str| {
+            let routes: Vec<Value> = (0..1 + rng.below(3))
+                .map(|r| {
+                    let to = json!({"single": {"upstream": {"name": if rng.below(10) == 0 { "missing" } else { rng.pick(&["u0", "u1"]) }}}});
+                    let mut route = json!({"matchers": [{"prefix": format!("/{i}/{r}/{}", rng.below(5))}], "routeAction": to});
+                    if i == 0 || rng.below(20) == 0 {
+                        route["options"] = json!({"cors": {"allowOrigin": [format!("https://{}.example", rng.below(2))]}});
+                    }
+                    route
+                })
+                .collect();
+            json!({"domains": [domain], "routes": routes})
+        };
+        let mut uid = 1;
+        let mut put = |kind: Kind, name: &str, spec: Value| {
+            uid += 1;
+            let r = object(kind, name, uid, 1, spec);
+            (Key::of(&r).unwrap(), Some(Arc::new(r)))
+        };
+        let mut first = vec![
+            put(
+                Kind::Gateway,
+                "gw",
+                json!({"bindPort": 8080, "scopedRoutes": true}),
+            ),
+            put(
+                Kind::Upstream,
+                "u0",
+                json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": 1}]}}),
+            ),
+            put(
+                Kind::Upstream,
+                "u1",
+                json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": 2}]}}),
+            ),
+        ];
+        for (i, d) in domains.iter().enumerate() {
+            let spec = vs(&mut rng, i, d);
+            first.push(put(Kind::VirtualService, &format!("v{i}"), spec));
+        }
+        let mut cached = Translator::new();
+        cached.apply(first);
+        for step in 1..=120 {
+            let i = rng.below(6);
+            let name = format!("v{i}");
+            let change = match rng.below(20) {
+                0 => (Key::new(Kind::VirtualService, "default", &name), None),
+                1 => {
+                    domains[i] = DOMAINS[rng.below(DOMAINS.len())];
+                    let spec = vs(&mut rng, i, domains[i]);
+                    put(Kind::VirtualService, &name, spec)
+                }
+                2 => (Key::new(Kind::Upstream, "default", "u1"), None),
+                3 => put(
+                    Kind::Upstream,
+                    "u1",
+                    json!({"static": {"hosts": [{"addr": "127.0.0.1", "port": 3}]}}),
+                ),
+                _ => {
+                    let spec = vs(&mut rng, i, domains[i]);
+                    put(Kind::VirtualService, &name, spec)
+                }
+            };
+            let got = cached.apply([change]).clone();
+            assert_same(&got, &translate(cached.input()), step);
+        }
+        fast += cached.gateway_fast_passes;
+    }
+    assert!(fast > 100, "only {fast} passes took the route-only path");
+}
+
+#[test]
 fn a_status_only_change_translates_nothing_and_shares_the_new_copy() {
     let u = object(
         Kind::Upstream,
