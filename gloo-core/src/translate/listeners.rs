@@ -117,15 +117,23 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
 }
 
 /// Why `domain` cannot be a scope's key, if it cannot: Envoy looks a scope up by the request's
-/// host exactly as sent (the port left out), so only exact lowercase names can match.
+/// host exactly as sent (the port left out), so only exact lowercase names can match. Every
+/// domain of a scoped gateway is checked on every pass of the gateways step, so in one scan.
 fn scope_key_problem(domain: &str) -> Option<&'static str> {
     if domain.is_empty() {
-        Some("it is empty")
-    } else if domain.contains('*') {
+        return Some("it is empty");
+    }
+    let (mut star, mut colon, mut upper) = (false, false, false);
+    for b in domain.bytes() {
+        star |= b == b'*';
+        colon |= b == b':';
+        upper |= b.is_ascii_uppercase();
+    }
+    if star {
         Some("scoped routes match exact host names only, not \"*\"")
-    } else if domain.contains(':') {
+    } else if colon {
         Some("scoped routes match the host without its port")
-    } else if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+    } else if upper {
         Some("scoped routes match the host as sent, so write it in lowercase")
     } else {
         None
@@ -480,15 +488,10 @@ pub(crate) fn translate(
         }
         listeners.push(Arc::new(XdsResource::new(listener_name, &listener)));
     }
-    let stale: Vec<Key> = kept
-        .by_vs
-        .iter()
-        .filter(|(_, s)| s.seen != pass)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in stale {
-        changes.gone.extend(kept.by_vs.remove(&k));
-    }
+    // What no gateway served this pass has gone.
+    changes
+        .gone
+        .extend(kept.by_vs.extract_if(|_, s| s.seen != pass).map(|(_, s)| s));
     let secrets = secrets.into_values().map(Arc::new).collect();
     (listeners, route_configs, secrets, changes, origins)
 }

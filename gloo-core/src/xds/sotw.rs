@@ -285,7 +285,8 @@ impl TypeState {
                 .iter()
                 .filter(|n| *n != "*")
                 .all(|n| self.sub.names.contains(n));
-        if is_partial_type(type_url) {
+        // A repeated subscription with nothing dropped names nothing new: skip the lookups.
+        if is_partial_type(type_url) && (!same || !self.dropped.is_empty()) {
             let (old, dropped) = (&self.sub, &self.dropped);
             self.added.extend(
                 names
