@@ -2,8 +2,9 @@
 # Gateway benchmarks: builds gloo-core in release, then runs, each as a `harness = false` bench
 # printing a markdown table of results vs targets on stdout (progress on stderr):
 #   convergence  real gloo-core + real Envoy (SotW): Apply answered → first 200, quiet and
-#                while 5,000 other routes churn, with one RouteConfiguration and with
-#                scopedRoutes (needs Envoy: $GLOO_ENVOY_BIN or .venv)
+#                while 5,000 other routes churn, with the Gateway as it comes (scopedRoutes
+#                unset: scoped routes from 100 VirtualServices) and with scopedRoutes: false
+#                (one RouteConfiguration) (needs Envoy: $GLOO_ENVOY_BIN or .venv)
 #   memory       gloo-core's RSS with 10,000 upstreams / 10,000 routes / 50,000 endpoints
 #   fanout       one change to 1,000 simulated ADS clients, in process
 # Usage: bash bench/run-gateway.sh [convergence|memory|fanout ...]   (default: all three)

@@ -23,14 +23,16 @@
 //!    steady rate (a new `x-churn` response header value on its first route: a real change, so a
 //!    translation and an RDS push each), round-robin, while the new routes are added.
 //!
-//! Each phase runs twice by default: with the Gateway's one RouteConfiguration (`quiet`,
-//! `churn`), and with `scopedRoutes` (`quiet-scoped`, `churn-scoped`): a RouteConfiguration per
-//! VirtualService, picked by host, so a churned VirtualService makes Envoy rebuild its 10
-//! routes, not all of them.
+//! Each phase runs twice by default: with the Gateway as it comes (`quiet`, `churn`:
+//! `scopedRoutes` unset, so scoped routes from the 100th VirtualService on, a RouteConfiguration
+//! per VirtualService picked by host, so a churned VirtualService makes Envoy rebuild its 10
+//! routes, not all of them), and with `scopedRoutes: false` (`quiet-one`, `churn-one`: one
+//! RouteConfiguration for the whole Gateway). `quiet-scoped` and `churn-scoped` set
+//! `scopedRoutes: true` (scoped from the first VirtualService).
 //!
 //! Env: CONVERGENCE_ROUTES (default 1000), CONVERGENCE_CHURN_VS (500), CONVERGENCE_CHURN_ROUTES_PER_VS
 //! (10), CONVERGENCE_CHURN_RATE (Applies per second, 20), CONVERGENCE_PHASES
-//! (`quiet,churn,quiet-scoped,churn-scoped`),
+//! (`quiet,churn,quiet-one,churn-one`),
 //! CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0), CONVERGENCE_DUMP (a
 //! file to write Envoy's /config_dump to once the churned routes are served).
 //! Progress goes to stderr, the markdown report to stdout; exit code 1 when a target is missed.
@@ -79,7 +81,7 @@ impl Config {
             churn_routes_per_vs: support::env_count("CONVERGENCE_CHURN_ROUTES_PER_VS", 10),
             churn_rate: support::env_count("CONVERGENCE_CHURN_RATE", 20),
             phases: std::env::var("CONVERGENCE_PHASES")
-                .unwrap_or_else(|_| "quiet,churn,quiet-scoped,churn-scoped".into())
+                .unwrap_or_else(|_| "quiet,churn,quiet-one,churn-one".into())
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
@@ -97,13 +99,18 @@ fn main() -> ExitCode {
     let cfg = Config::from_env();
     let mut results = Vec::new();
     for phase in &cfg.phases {
-        let result = match phase.as_str() {
-            "quiet" => runtime.block_on(phase_run(&cfg, false, false)),
-            "churn" => runtime.block_on(phase_run(&cfg, true, false)),
-            "quiet-scoped" => runtime.block_on(phase_run(&cfg, false, true)),
-            "churn-scoped" => runtime.block_on(phase_run(&cfg, true, true)),
-            other => panic!("unknown phase {other:?} (quiet, churn, quiet-scoped, churn-scoped)"),
+        let (churn, mode) = match phase.split_once('-') {
+            None => (phase.as_str(), Mode::Unset),
+            Some((c, "one")) => (c, Mode::One),
+            Some((c, "scoped")) => (c, Mode::Scoped),
+            Some(_) => (phase.as_str(), Mode::Unset),
         };
+        let with_churn = match churn {
+            "quiet" => false,
+            "churn" => true,
+            _ => panic!("unknown phase {phase:?} (quiet or churn, alone or with -one or -scoped)"),
+        };
+        let result = runtime.block_on(phase_run(&cfg, with_churn, mode));
         results.push(result);
     }
     println!("{}", markdown(&cfg, &results));
@@ -126,21 +133,33 @@ struct Gateway {
     _backends: Vec<Backend>,
 }
 
+/// The Gateway's `scopedRoutes`.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Unset: scoped routes once it serves 100 VirtualServices.
+    Unset,
+    /// `false`: one RouteConfiguration.
+    One,
+    /// `true`: scoped routes.
+    Scoped,
+}
+
 impl Gateway {
-    async fn start(scoped: bool) -> Gateway {
+    async fn start(mode: Mode) -> Gateway {
         let Proxy {
             core,
             envoy,
             listen,
             mut client,
         } = Proxy::start(false).await;
-        if scoped {
+        if mode != Mode::Unset {
             apply(
                 &mut client,
                 resource(
                     Kind::Gateway,
                     "gw",
-                    json!({"bindAddress": "127.0.0.1", "bindPort": listen.port(), "scopedRoutes": true}),
+                    json!({"bindAddress": "127.0.0.1", "bindPort": listen.port(),
+                           "scopedRoutes": mode == Mode::Scoped}),
                 ),
             )
             .await;
@@ -258,8 +277,8 @@ fn churn_vs(j: usize, routes: usize, n: usize) -> Resource {
 // One phase
 
 struct Phase {
-    /// The Gateway has `scopedRoutes`.
-    scoped: bool,
+    /// The Gateway's `scopedRoutes`.
+    mode: Mode,
     churn: Option<Churn>,
     /// First 200 − Apply's answer, clamped at 0, per measured route.
     latencies: Vec<Duration>,
@@ -401,14 +420,16 @@ fn probe(
     ))
 }
 
-async fn phase_run(cfg: &Config, with_churn: bool, scoped: bool) -> Phase {
-    let name = match (with_churn, scoped) {
-        (false, false) => "quiet",
-        (true, false) => "churn",
-        (false, true) => "quiet-scoped",
-        (true, true) => "churn-scoped",
+async fn phase_run(cfg: &Config, with_churn: bool, mode: Mode) -> Phase {
+    let name = match (with_churn, mode) {
+        (false, Mode::Unset) => "quiet",
+        (true, Mode::Unset) => "churn",
+        (false, Mode::One) => "quiet-one",
+        (true, Mode::One) => "churn-one",
+        (false, Mode::Scoped) => "quiet-scoped",
+        (true, Mode::Scoped) => "churn-scoped",
     };
-    let mut gw = Gateway::start(scoped).await;
+    let mut gw = Gateway::start(mode).await;
 
     // The churned set, created and served before anything is measured.
     let mut churn_setup = Duration::ZERO;
@@ -458,7 +479,7 @@ async fn phase_run(cfg: &Config, with_churn: bool, scoped: bool) -> Phase {
     });
 
     let mut phase = Phase {
-        scoped,
+        mode,
         churn: None,
         latencies: Vec::new(),
         early: 0,
@@ -586,9 +607,11 @@ fn markdown(cfg: &Config, phases: &[Phase]) -> String {
                 c.applies as f64 / c.elapsed.as_secs_f64()
             ),
         };
-        if p.scoped {
-            phase.push_str(", scopedRoutes");
-        }
+        phase.push_str(match p.mode {
+            Mode::Unset => ", scopedRoutes unset",
+            Mode::One => ", scopedRoutes: false",
+            Mode::Scoped => ", scopedRoutes: true",
+        });
         let sv = &p.server;
         let mean = |sum: f64, n: f64| ms(Duration::from_secs_f64(sum / n.max(1.0)));
         out.push_str(&format!(

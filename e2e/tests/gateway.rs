@@ -719,6 +719,11 @@ async fn scoped_routes(delta: bool) {
     wait_host(&gw, "b.example", "/x", |r| answered_by(r, "b"), "b.example");
     let port = format!("www.a.example:{}", gw.listen.port());
     assert!(answered_by(&get_host(&gw, &port, "/").unwrap(), "a"));
+    // Hosts match in any case, as they do with one route configuration.
+    assert!(answered_by(
+        &get_host(&gw, "WWW.A.Example", "/").unwrap(),
+        "a"
+    ));
     assert_eq!(get_host(&gw, "c.example", "/").unwrap().status, 404);
     for name in ["a", "b"] {
         gw.wait_status(Kind::VirtualService, name, State::Accepted)
@@ -804,4 +809,112 @@ async fn a_scoped_gateway_routes_by_host_and_reloads_only_the_edited_virtual_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scoped_gateway_routes_by_host_and_reloads_only_the_edited_virtual_service_delta() {
     scoped_routes(true).await;
+}
+
+/// Under steady load on one host (sent in mixed case), a Gateway that leaves `scopedRoutes` unset
+/// switches to scoped routes when it comes to serve 100 VirtualServices, and back when one of
+/// them has a wildcard domain, without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_switches_to_scoped_routes_at_100_virtual_services_and_back_losing_no_request() {
+    let mut gw = Gateway::start(false).await;
+    apply(
+        &mut gw.client,
+        resource(
+            Kind::Gateway,
+            "gw",
+            json!({"bindAddress": "127.0.0.1", "bindPort": gw.listen.port()}),
+        ),
+    )
+    .await;
+    let _a = backend(&mut gw, "a").await;
+    for i in 0..99 {
+        let host = format!("v{i}.example");
+        apply(
+            &mut gw.client,
+            host_vs(&format!("v{i}"), &[&host], "/", "a"),
+        )
+        .await;
+    }
+    wait_host(
+        &gw,
+        "v98.example",
+        "/",
+        |r| answered_by(r, "a"),
+        "v98.example",
+    );
+    let scoped = |gw: &Gateway| {
+        gw.envoy
+            .stat("http.gw_default.rds.v0_default~routes.config_reload")
+            .is_some()
+    };
+    assert!(
+        !scoped(&gw),
+        "99 VirtualServices share one route configuration"
+    );
+
+    let listen = gw.listen;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http::request(listen, "GET", "/", &[("Host", "V0.Example")]) {
+                    Some(r) if answered_by(&r, "a") => ok += 1,
+                    other => bad.push(other.map(|r| r.status)),
+                }
+            }
+            (ok, bad)
+        })
+    };
+
+    // The 100th: scoped routes, a route configuration per VirtualService.
+    apply(&mut gw.client, host_vs("v99", &["v99.example"], "/", "a")).await;
+    wait_host(
+        &gw,
+        "v99.example",
+        "/",
+        |r| answered_by(r, "a"),
+        "v99.example",
+    );
+    let switched = eventually(Duration::from_secs(20), || scoped(&gw).then_some(()));
+    assert!(switched.is_some(), "{}", gw.envoy.config_dump());
+    assert!(answered_by(
+        &get_host(&gw, "v42.example", "/").unwrap(),
+        "a"
+    ));
+    assert_eq!(get_host(&gw, "nobody.example", "/").unwrap().status, 404);
+
+    // A wildcard domain cannot be a scope: back to one route configuration, and it serves.
+    apply(
+        &mut gw.client,
+        host_vs("wild", &["*.wild.example"], "/", "a"),
+    )
+    .await;
+    wait_host(
+        &gw,
+        "x.wild.example",
+        "/",
+        |r| answered_by(r, "a"),
+        "*.wild.example",
+    );
+    assert_eq!(
+        gw.status(Kind::VirtualService, "wild").await.0,
+        State::Accepted
+    );
+    assert!(answered_by(
+        &get_host(&gw, "v99.example", "/").unwrap(),
+        "a"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = load.join().unwrap();
+    assert!(ok > 100, "only {ok} requests went through");
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests failed: {bad:?}",
+        bad.len(),
+        ok as usize + bad.len()
+    );
 }

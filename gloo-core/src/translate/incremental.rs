@@ -194,12 +194,17 @@ fn replace_unit(
     old
 }
 
-/// Whether the input has one Gateway, with scoped routes, serving every VirtualService.
-fn one_scoped_gateway(input: &Input) -> bool {
+/// Whether the input has one Gateway, served with scoped routes last pass (asked for, or
+/// automatic: an edit that keeps every VirtualService's domains keeps that choice), serving
+/// every VirtualService.
+fn one_scoped_gateway(input: &Input, scoped: &listeners::Scoped) -> bool {
     let mut gateways = input.of_kind(Kind::Gateway);
     match (gateways.next(), gateways.next()) {
-        (Some((_, r)), None) => matches!(&r.spec, Some(Spec::Gateway(g))
-            if g.scoped_routes && g.virtual_services.is_empty() && g.tcp_upstream.is_none()),
+        (Some((k, r)), None) => {
+            scoped.gateway.as_ref() == Some(k)
+                && matches!(&r.spec, Some(Spec::Gateway(g))
+                    if g.virtual_services.is_empty() && g.tcp_upstream.is_none())
+        }
         _ => false,
     }
 }
@@ -758,7 +763,8 @@ impl Translator {
             || gateways_changed
             || !flipped.is_empty()
             || gateway_step.read_any(changed);
-        if vhosts_changed && !vhosts_reshaped && !other_reasons && one_scoped_gateway(input) {
+        if vhosts_changed && !vhosts_reshaped && !other_reasons && one_scoped_gateway(input, scoped)
+        {
             // Only routes changed, under the one Gateway, which has scoped routes and serves
             // every VirtualService: domains and filters are the same, so are the domain claims,
             // the listener and every report; only the edited VirtualServices' route

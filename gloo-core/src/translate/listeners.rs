@@ -4,6 +4,8 @@
 //! per VirtualService it serves. A Gateway with `scopedRoutes` instead gets a RouteConfiguration
 //! per VirtualService and a ScopedRouteConfiguration per domain (SRDS) that picks it by the
 //! request's host, so that Envoy rebuilds only the routes of the VirtualService that changed.
+//! A Gateway that leaves `scopedRoutes` unset is served that way once it serves
+//! [`AUTO_SCOPED_MIN_VIRTUAL_SERVICES`] VirtualServices whose domains all qualify.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
@@ -72,14 +74,62 @@ fn served<'v>(
     out
 }
 
+/// How many VirtualServices a Gateway that leaves `scopedRoutes` unset must serve before it is
+/// served with scoped routes. Below it, Envoy rebuilds one RouteConfiguration of a few hundred
+/// routes in about a millisecond, and the Gateway keeps the plainer form (one
+/// RouteConfiguration, any domain); above it, rebuilding the whole table on every edit is what
+/// delays a new route under churn.
+pub const AUTO_SCOPED_MIN_VIRTUAL_SERVICES: usize = 100;
+
+/// The filter that lowercases the request's host before a scope is picked (and clears the
+/// route cache when it changed it): Envoy picks scopes by exact key, virtual hosts ignoring
+/// case, and a gateway's routes must match the same hosts whichever way it is served.
+const LOWERCASE_HOST: &str = "gloo.scoped_routes.lowercase_host";
+const LOWERCASE_HOST_LUA: &str = "function envoy_on_request(handle)
+  local headers = handle:headers()
+  local host = headers:get(\":authority\")
+  if host ~= nil then
+    local lower = string.lower(host)
+    if lower ~= host then
+      headers:replace(\":authority\", lower)
+    end
+  end
+end
+";
+
+fn lowercase_host() -> HttpFilter {
+    use envoy_types::pb::envoy::{
+        config::core::v3::{data_source, DataSource},
+        extensions::filters::http::lua::v3::Lua,
+    };
+    HttpFilter {
+        name: LOWERCASE_HOST.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(any(&Lua {
+            default_source_code: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    LOWERCASE_HOST_LUA.into(),
+                )),
+                ..Default::default()
+            }),
+            stat_prefix: "lowercase_host".into(),
+            ..Default::default()
+        }))),
+        ..Default::default()
+    }
+}
+
 /// The filters the served virtual hosts asked for (once each, by stage then plugin order),
-/// router last.
-fn http_filters(vhosts: &[&Arc<VirtualHostOut>]) -> Vec<HttpFilter> {
+/// router last; with scoped routes, the host is lowercased first.
+fn http_filters(vhosts: &[&Arc<VirtualHostOut>], scoped: bool) -> Vec<HttpFilter> {
     let mut staged: Vec<&(Stage, usize, HttpFilter)> =
         vhosts.iter().flat_map(|v| v.filters.iter()).collect();
     staged.sort_by(|a, b| (a.0, a.1, &a.2.name).cmp(&(b.0, b.1, &b.2.name)));
     staged.dedup_by(|a, b| a.2.name == b.2.name);
-    let mut filters: Vec<HttpFilter> = staged.into_iter().map(|(_, _, f)| f.clone()).collect();
+    let mut filters: Vec<HttpFilter> = Vec::with_capacity(staged.len() + 2);
+    if scoped {
+        filters.push(lowercase_host());
+    }
+    filters.extend(staged.into_iter().map(|(_, _, f)| f.clone()));
     filters.push(HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(http_filter::ConfigType::TypedConfig(
@@ -117,8 +167,9 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
 }
 
 /// Why `domain` cannot be a scope's key, if it cannot: Envoy looks a scope up by the request's
-/// host exactly as sent (the port left out), so only exact lowercase names can match. Every
-/// domain of a scoped gateway is checked on every pass of the gateways step, so in one scan.
+/// host exactly (lowercased by [`lowercase_host`], the port left out), so only exact lowercase
+/// names can match. Every domain of a scoped gateway is checked on every pass of the gateways
+/// step, so in one scan.
 fn scope_key_problem(domain: &str) -> Option<&'static str> {
     if domain.is_empty() {
         return Some("it is empty");
@@ -134,7 +185,7 @@ fn scope_key_problem(domain: &str) -> Option<&'static str> {
     } else if colon {
         Some("scoped routes match the host without its port")
     } else if upper {
-        Some("scoped routes match the host as sent, so write it in lowercase")
+        Some("scoped routes match the host in lowercase, so write it in lowercase")
     } else {
         None
     }
@@ -191,6 +242,8 @@ fn scope(name: String, domain: &str, rc_name: &str) -> XdsResource {
 #[derive(Default)]
 pub(crate) struct Scoped {
     pub by_vs: FastMap<Key, ScopedVs>,
+    /// The Gateway served with scoped routes, last pass.
+    pub gateway: Option<Key>,
     pass: u64,
 }
 
@@ -277,6 +330,11 @@ pub(crate) fn translate(
     let mut rejected_vs: BTreeSet<Key> = BTreeSet::new();
     let mut usable = Vec::new();
     let mut scoped_by: Option<&Key> = None;
+    // A Gateway that asks for scoped routes has them; one that leaves it unset only when none
+    // asks.
+    let auto_scoped = !gateways
+        .iter()
+        .any(|(_, g)| g.scoped_routes == Some(true) && g.tcp_upstream.is_none());
     for (key, gw) in gateways {
         let addr = if gw.bind_address.is_empty() {
             "0.0.0.0"
@@ -305,8 +363,8 @@ pub(crate) fn translate(
             );
             continue;
         }
-        let scoped = gw.scoped_routes;
-        if scoped {
+        let asked = gw.scoped_routes == Some(true);
+        if asked {
             let problem = match (scoped_by, &tcp) {
                 (Some(other), _) => Some(format!(
                     "scopedRoutes: Gateway {}/{} already uses scoped routes, and Envoy gives \
@@ -322,10 +380,21 @@ pub(crate) fn translate(
                 reporter.reject(key, p);
                 continue;
             }
-            scoped_by = Some(key);
         }
         bound.insert((addr.to_string(), gw.bind_port), key);
         let list = served(key, gw, vhosts, reporter);
+        let scoped = asked
+            || (gw.scoped_routes.is_none()
+                && auto_scoped
+                && scoped_by.is_none()
+                && tcp.is_none()
+                && list.len() >= AUTO_SCOPED_MIN_VIRTUAL_SERVICES
+                && list
+                    .iter()
+                    .all(|v| v.domains.iter().all(|d| scope_key_problem(d).is_none())));
+        if scoped {
+            scoped_by = Some(key);
+        }
         let mut claimed: FastMap<&str, &Key> = FastMap::default();
         claimed.reserve(list.len());
         for v in &list {
@@ -371,6 +440,8 @@ pub(crate) fn translate(
         ));
     }
 
+    kept.gateway = scoped_by.cloned();
+
     // Pass 2: listeners and route configurations, without the VirtualServices rejected above.
     let mut listeners = Vec::new();
     let mut route_configs = Vec::new();
@@ -405,7 +476,7 @@ pub(crate) fn translate(
                     }),
                     // The scope is picked by the host without its port: so are virtual hosts.
                     strip_port_mode: scoped.then_some(StripPortMode::StripAnyHostPort(true)),
-                    http_filters: http_filters(&list),
+                    http_filters: http_filters(&list, scoped),
                     access_log,
                     upgrade_configs: vec![UpgradeConfig {
                         upgrade_type: "websocket".into(),

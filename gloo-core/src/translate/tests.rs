@@ -622,7 +622,7 @@ fn after_a_status_write_the_translator_holds_the_stores_copy_and_not_the_old_one
 fn scoped_gateway(name: &str, port: u32) -> Resource {
     let mut g = gateway(name, port);
     if let Some(Spec::Gateway(spec)) = &mut g.spec {
-        spec.scoped_routes = true;
+        spec.scoped_routes = Some(true);
     }
     g
 }
@@ -767,4 +767,126 @@ fn a_scoped_gateway_serves_each_virtual_service_as_its_own_route_configuration()
         .of_type(xds::LISTENER)
         .unwrap()
         .contains_key("gw_default"));
+}
+
+/// The connection manager of a gateway's listener, and whether it takes scoped routes.
+fn listener_hcm(
+    t: &Translation,
+    listener: &str,
+) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager{
+    use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
+    let l: Listener = decode(t, xds::LISTENER, listener);
+    match &l.filter_chains[0].filters[0].config_type {
+        Some(ConfigType::TypedConfig(a)) => prost::Message::decode(a.value.as_slice()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn served_scoped(t: &Translation, listener: &str) -> bool {
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+    let hcm = listener_hcm(t, listener);
+    let scoped = matches!(hcm.route_specifier, Some(RouteSpecifier::ScopedRoutes(_)));
+    // Scoped routes lowercase the host first, so hosts match in any case either way.
+    assert_eq!(
+        hcm.http_filters[0].name == "gloo.scoped_routes.lowercase_host",
+        scoped,
+        "{:?}",
+        hcm.http_filters
+    );
+    let routes = t.snapshot.of_type(xds::ROUTE).unwrap();
+    assert_eq!(
+        routes.contains_key(&format!("{listener}-routes")),
+        !scoped,
+        "a gateway-wide route configuration exactly when not scoped"
+    );
+    scoped
+}
+
+#[test]
+fn a_gateway_that_leaves_scoped_routes_unset_is_scoped_once_it_serves_many_exact_hosts() {
+    let min = super::listeners::AUTO_SCOPED_MIN_VIRTUAL_SERVICES;
+    let many = |n: usize| -> Vec<Resource> {
+        (0..n)
+            .map(|i| {
+                vs(
+                    &format!("v{i:03}"),
+                    &[&format!("v{i}.example")],
+                    vec![route_to("r", "/", Dest::Single(dest("a")))],
+                )
+            })
+            .collect()
+    };
+    let with = |gw: Resource, vss: Vec<Resource>| {
+        let mut objects = vec![static_us("a", "127.0.0.1", 1), gw];
+        objects.extend(vss);
+        objects
+    };
+
+    // One short of the threshold: one route configuration.
+    let t = translate(&input(with(gateway("gw", 8080), many(min - 1))));
+    assert!(!served_scoped(&t, "gw_default"));
+    // At the threshold: scoped, a route configuration per VirtualService.
+    let objects = with(gateway("gw", 8080), many(min));
+    let t = translate(&input(objects.clone()));
+    assert!(served_scoped(&t, "gw_default"));
+    assert_eq!(t.snapshot.of_type(xds::SCOPED_ROUTE).unwrap().len(), min);
+    assert!(t
+        .snapshot
+        .of_type(xds::ROUTE)
+        .unwrap()
+        .contains_key("v007_default~routes"));
+
+    // A domain a scope cannot match turns it back, and that VirtualService is served (not
+    // rejected, as it is when the Gateway asks for scoped routes).
+    for domain in ["*.wild.example", "port.example:8080", "Upper.example"] {
+        let mut bad = objects.clone();
+        bad.push(vs(
+            "odd",
+            &[domain],
+            vec![route_to("r", "/", Dest::Single(dest("a")))],
+        ));
+        let t = translate(&input(bad));
+        assert!(!served_scoped(&t, "gw_default"), "{domain}");
+        assert_eq!(
+            report(&t, Kind::VirtualService, "odd").state,
+            State::Accepted
+        );
+        assert!(t
+            .snapshot
+            .of_type(xds::SCOPED_ROUTE)
+            .is_none_or(|s| s.is_empty()));
+    }
+
+    // `scopedRoutes: false` keeps one route configuration whatever the size.
+    let mut pinned = gateway("gw", 8080);
+    if let Some(Spec::Gateway(spec)) = &mut pinned.spec {
+        spec.scoped_routes = Some(false);
+    }
+    let t = translate(&input(with(pinned, many(min))));
+    assert!(!served_scoped(&t, "gw_default"));
+
+    // Only one Gateway of a proxy can be scoped: the first that qualifies, and none when a
+    // Gateway asks for it.
+    let mut two = objects.clone();
+    two.push(gateway("gw2", 8081));
+    let t = translate(&input(two.clone()));
+    assert!(served_scoped(&t, "gw_default"));
+    assert!(!served_scoped(&t, "gw2_default"));
+    assert_eq!(report(&t, Kind::Gateway, "gw2").state, State::Accepted);
+    two.push(scoped_gateway("gw3", 8082));
+    let t = translate(&input(two));
+    assert!(!served_scoped(&t, "gw_default"));
+    assert!(!served_scoped(&t, "gw2_default"));
+    assert!(served_scoped(&t, "gw3_default"));
+
+    // The translator that keeps state crosses the threshold both ways like a fresh one.
+    let mut cached = Translator::new();
+    let mut objects = with(gateway("gw", 8080), many(min - 1));
+    cached.translate(&input(objects.clone()));
+    for extra in [many(min), many(min - 1), many(min)] {
+        objects.truncate(2);
+        objects.extend(extra);
+        let after = cached.translate(&input(objects.clone()));
+        assert_eq!(after.snapshot, translate(&input(objects.clone())).snapshot);
+    }
 }
