@@ -206,3 +206,56 @@ impl Backend {
         self.hits.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Steady load: one thread sends `GET /` with `headers` to `addr` back to back until
+/// [`Load::finish`], counting the answers `good` accepts and keeping every other one (its status,
+/// or `None` when the connection failed) so a test can say which requests were lost.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, Vec<Option<u16>>)>,
+}
+
+impl Load {
+    pub fn start(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+        good: impl Fn(&Response) -> bool + Send + 'static,
+    ) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let (mut ok, mut bad) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match request(addr, "GET", "/", &headers) {
+                        Some(r) if good(&r) => ok += 1,
+                        other => bad.push(other.map(|r| r.status)),
+                    }
+                }
+                (ok, bad)
+            })
+        };
+        Load { stop, thread }
+    }
+
+    /// Stops the load and asserts that at least `min_ok` requests went through and none failed.
+    pub fn finish(self, min_ok: u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, bad) = self.thread.join().expect("the load thread panicked");
+        assert!(ok >= min_ok, "only {ok} requests went through");
+        assert!(
+            bad.is_empty(),
+            "{} of {} requests failed: {bad:?}",
+            bad.len(),
+            ok as usize + bad.len()
+        );
+    }
+}

@@ -500,34 +500,12 @@ async fn route_edits_under_steady_load_lose_no_request() {
     apply(&mut gw.client, vs("a")).await;
     gw.wait_for("/", |r| answered_by(r, "a"), "the first route");
 
-    let listen = gw.listen;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut bad) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match http::get(listen, "/") {
-                    Some(r) if r.status == 200 => ok += 1,
-                    other => bad.push(other.map(|r| r.status)),
-                }
-            }
-            (ok, bad)
-        })
-    };
+    let load = http::Load::start(gw.listen, &[], |r| r.status == 200);
     for i in 0..20 {
         apply(&mut gw.client, vs(if i % 2 == 0 { "b" } else { "a" })).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, bad) = load.join().unwrap();
-    assert!(ok > 100, "only {ok} requests went through");
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}",
-        bad.len(),
-        ok as usize + bad.len()
-    );
+    load.finish(101);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,21 +830,9 @@ async fn a_gateway_switches_to_scoped_routes_at_100_virtual_services_and_back_lo
         "99 VirtualServices share one route configuration"
     );
 
-    let listen = gw.listen;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut bad) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match http::request(listen, "GET", "/", &[("Host", "V0.Example")]) {
-                    Some(r) if answered_by(&r, "a") => ok += 1,
-                    other => bad.push(other.map(|r| r.status)),
-                }
-            }
-            (ok, bad)
-        })
-    };
+    let load = http::Load::start(gw.listen, &[("Host", "V0.Example")], |r| {
+        answered_by(r, "a")
+    });
 
     // The 100th: scoped routes, a route configuration per VirtualService.
     apply(&mut gw.client, host_vs("v99", &["v99.example"], "/", "a")).await;
@@ -908,13 +874,5 @@ async fn a_gateway_switches_to_scoped_routes_at_100_virtual_services_and_back_lo
     ));
     std::thread::sleep(Duration::from_millis(300));
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, bad) = load.join().unwrap();
-    assert!(ok > 100, "only {ok} requests went through");
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}",
-        bad.len(),
-        ok as usize + bad.len()
-    );
+    load.finish(101);
 }

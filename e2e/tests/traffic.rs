@@ -1226,21 +1226,7 @@ async fn weights_shift_under_load_with_no_errors() {
     assert!((0.12..0.28).contains(&s), "canary share {s}");
 
     // Shift to 100% canary in steps while requests keep flowing: none fails.
-    let listen = gw.p.listen;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut ok, mut bad) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match e2e::http::request(listen, "GET", "/", &[]) {
-                    Some(r) if r.status == 200 => ok += 1,
-                    other => bad.push(other.map(|r| r.status)),
-                }
-            }
-            (ok, bad)
-        })
-    };
+    let load = e2e::http::Load::start(gw.p.listen, &[], |r| r.status == 200);
     for w in [40, 60, 80, 100] {
         apply(&mut gw.p.client, group(w)).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1251,8 +1237,5 @@ async fn weights_shift_under_load_with_no_errors() {
         |_| (0..20).all(|_| gw.get("/").backend().as_deref() == Some("canary")),
         "all traffic on the canary",
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (ok, bad) = load.join().unwrap();
-    assert!(ok > 50, "only {ok} requests went through");
-    assert!(bad.is_empty(), "{} failed: {bad:?}", bad.len());
+    load.finish(51);
 }
