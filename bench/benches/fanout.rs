@@ -143,8 +143,8 @@ impl Encoder {
     fn encode<M: Message + prost::Name>(&mut self, name: &str, msg: &M) -> Arc<XdsResource> {
         self.encodes += 1;
         let mut r = XdsResource::new(name, msg);
-        r.any.value.extend_from_slice(&self.marker);
-        r.version = content_version(&r.any.value);
+        r.value.extend_from_slice(&self.marker);
+        r.version = content_version(&r.value);
         Arc::new(r)
     }
 
@@ -202,7 +202,7 @@ fn expected(snap: &Snapshot, type_url: &str) -> Vec<Any> {
     snap.of_type(type_url)
         .into_iter()
         .flatten()
-        .map(|(_, r)| r.any.clone())
+        .map(|(_, r)| r.any())
         .collect()
 }
 
@@ -379,10 +379,10 @@ async fn run(cfg: &Config, clients: usize, connections: usize) -> Run {
     let mut enc = Encoder::new();
     // The marker really is something a decode + re-encode would lose.
     let probe = enc.cluster(0, 0);
-    let reencoded = Cluster::decode(probe.any.value.as_slice())
+    let reencoded = Cluster::decode(probe.value.as_slice())
         .unwrap()
         .encode_to_vec();
-    assert!(!reencoded.ends_with(&enc.marker) && probe.any.value.ends_with(&enc.marker));
+    assert!(!reencoded.ends_with(&enc.marker) && probe.value.ends_with(&enc.marker));
     enc.encodes = 0;
 
     let mut snap = Snapshot::default();

@@ -8,8 +8,10 @@
 //! - 10,000 routes: 1,000 VirtualServices x 10 prefix routes, each route to its own Upstream,
 //!   each VirtualService its own domain, in one Sync with the admin token (owner `bench-routes`).
 //!
-//! A simulated Envoy (one SotW ADS stream: CDS and LDS wildcard, EDS for every cluster, RDS for
-//! the Gateway's route configuration, ACKing each response) is connected before loading. It
+//! A simulated Envoy (one SotW ADS stream: CDS, LDS and SRDS wildcard, EDS for every cluster,
+//! RDS for every route configuration the Gateway's scopes name, ACKing each response; with 1,000
+//! VirtualServices the Gateway, which leaves `scopedRoutes` unset, is served with scoped routes:
+//! a RouteConfiguration per VirtualService) is connected before loading. It
 //! tells when the first snapshot holding everything was published, and it keeps gloo-core in
 //! the state of serving one Envoy the whole configuration when its memory is read.
 //!
@@ -24,7 +26,7 @@
 mod support;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     process::ExitCode,
     time::{Duration, Instant},
 };
@@ -33,13 +35,15 @@ use e2e::fixtures::resource;
 use e2e::{Core, ADMIN_TOKEN, DISCOVERY_OWNER, DISCOVERY_TOKEN};
 use envoy_types::pb::envoy::{
     config::{
-        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, route::v3::RouteConfiguration,
+        cluster::v3::Cluster,
+        endpoint::v3::ClusterLoadAssignment,
+        route::v3::{RouteConfiguration, ScopedRouteConfiguration},
     },
     service::discovery::v3::DiscoveryResponse,
 };
 use gloo_core::{
     translate::names,
-    xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE},
+    xds::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED_ROUTE},
 };
 use prost::Message;
 use proto::v1::{ApplyRequest, Kind, Resource, SyncRequest};
@@ -152,11 +156,14 @@ struct Held {
     clusters: usize,
     endpoints: usize,
     listeners: usize,
+    scopes: usize,
     routes: usize,
 }
 
-/// One SotW ADS stream that behaves like Envoy: CDS and LDS wildcard, EDS for the clusters it
-/// was given, RDS for `route_config`; ACKs everything. Publishes what it holds.
+/// One SotW ADS stream that behaves like Envoy: CDS, LDS and SRDS wildcard, EDS for the
+/// clusters it was given, RDS for `route_config` and for every route configuration a scope
+/// names (a Gateway serving 100 VirtualServices or more is served with scoped routes); ACKs
+/// everything. Publishes what it holds.
 fn simulated_envoy(core: &Core, route_config: String) -> watch::Receiver<Held> {
     let (tx, rx) = watch::channel(Held::default());
     let xds = core.xds;
@@ -168,12 +175,16 @@ fn simulated_envoy(core: &Core, route_config: String) -> watch::Receiver<Held> {
             vec![
                 support::subscribe(node, CLUSTER, Vec::new()),
                 support::subscribe(node, LISTENER, Vec::new()),
+                support::subscribe(node, SCOPED_ROUTE, Vec::new()),
                 support::subscribe(node, ROUTE, vec![route_config.clone()]),
             ],
         )
         .await;
         let mut held = Held::default();
         let mut eds_names: Vec<String> = Vec::new();
+        let mut rds_names: Vec<String> = vec![route_config.clone()];
+        // Routes per route configuration: an RDS response may hold only some of them.
+        let mut routes_by_rc: BTreeMap<String, usize> = BTreeMap::new();
         while let Ok(Some(resp)) = responses.message().await {
             let names = match resp.type_url.as_str() {
                 CLUSTER => {
@@ -192,6 +203,27 @@ fn simulated_envoy(core: &Core, route_config: String) -> watch::Receiver<Held> {
                     let _ = tx.send(held.clone());
                     continue;
                 }
+                SCOPED_ROUTE => {
+                    let scopes = decode::<ScopedRouteConfiguration>(&resp);
+                    held.scopes = scopes.len();
+                    let wanted: BTreeSet<String> = scopes
+                        .into_iter()
+                        .map(|s| s.route_configuration_name)
+                        .chain([route_config.clone()])
+                        .collect();
+                    let wanted: Vec<String> = wanted.into_iter().collect();
+                    let _ = requests.send(support::ack(&resp, Vec::new())).await;
+                    if wanted != rds_names {
+                        rds_names = wanted;
+                        routes_by_rc.retain(|name, _| rds_names.binary_search(name).is_ok());
+                        held.routes = routes_by_rc.values().sum();
+                        let _ = requests
+                            .send(support::subscribe(node, ROUTE, rds_names.clone()))
+                            .await;
+                    }
+                    let _ = tx.send(held.clone());
+                    continue;
+                }
                 ENDPOINT => {
                     held.endpoints = decode::<ClusterLoadAssignment>(&resp)
                         .iter()
@@ -205,12 +237,12 @@ fn simulated_envoy(core: &Core, route_config: String) -> watch::Receiver<Held> {
                     Vec::new()
                 }
                 ROUTE => {
-                    held.routes = decode::<RouteConfiguration>(&resp)
-                        .iter()
-                        .flat_map(|rc| &rc.virtual_hosts)
-                        .map(|vh| vh.routes.len())
-                        .sum();
-                    vec![route_config.clone()]
+                    for rc in decode::<RouteConfiguration>(&resp) {
+                        let n = rc.virtual_hosts.iter().map(|vh| vh.routes.len()).sum();
+                        routes_by_rc.insert(rc.name, n);
+                    }
+                    held.routes = routes_by_rc.values().sum();
+                    rds_names.clone()
                 }
                 _ => Vec::new(),
             };
@@ -316,10 +348,11 @@ impl Report {
         ));
         let h = &self.held;
         out.push_str(&format!(
-            "| held by the simulated Envoy: clusters / endpoints / listeners / routes | {} / {} / {} / {} | | |\n",
+            "| held by the simulated Envoy: clusters / endpoints / listeners / scopes / routes | {} / {} / {} / {} / {} | | |\n",
             thousands(h.clusters),
             thousands(h.endpoints),
             h.listeners,
+            thousands(h.scopes),
             thousands(h.routes)
         ));
         out

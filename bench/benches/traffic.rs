@@ -147,7 +147,7 @@ fn run(n: usize, options: bool) -> String {
             .resources
             .values()
             .flat_map(|m| m.values())
-            .map(|r| r.any.value.len())
+            .map(|r| r.value.len())
             .sum::<usize>();
         let bad: Vec<_> = t
             .reports

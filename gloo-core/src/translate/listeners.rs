@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::{
     config::{
         core::v3::{address, socket_address, Address, SocketAddress},
         listener::v3::{filter, Filter, FilterChain, Listener},
-        route::v3::{scoped_route_configuration, RouteConfiguration, ScopedRouteConfiguration},
+        route::v3::{scoped_route_configuration, ScopedRouteConfiguration},
     },
     extensions::filters::{
         http::router::v3::Router,
@@ -159,10 +159,8 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
     XdsResource {
         name: name.to_string(),
         version,
-        any: envoy_types::pb::google::protobuf::Any {
-            type_url: <RouteConfiguration as prost::Name>::type_url(),
-            value,
-        },
+        type_url: xds::ROUTE,
+        value,
     }
 }
 

@@ -204,7 +204,7 @@ impl DeltaStream {
                     .map(|r| Resource {
                         name: r.name.clone(),
                         version: r.version.clone(),
-                        resource: Some(r.any.clone()),
+                        resource: Some(r.any()),
                         ..Default::default()
                     })
                     .collect(),

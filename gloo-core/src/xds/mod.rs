@@ -13,7 +13,7 @@
 //!        NodeRegistry ──► /config_dump, reporter (NACK → object status), metrics
 //! ```
 //!
-//! Each resource is encoded to an `Any` once, when its snapshot is built; its version is a hash
+//! Each resource is encoded once, when its snapshot is built; its version is a hash
 //! of those bytes, so an unchanged resource keeps its version across translations and across
 //! restarts of gloo-core.
 //!
@@ -52,13 +52,16 @@ pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets
 /// The order a snapshot's types are pushed in: make-before-break.
 pub const TYPE_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, SCOPED_ROUTE, ROUTE];
 
-/// One Envoy resource, encoded once.
+/// One Envoy resource, encoded once. Its type URL is one of the served types' constants, not
+/// a string of its own: a snapshot of a large configuration holds tens of thousands of these.
 #[derive(Clone, Debug, PartialEq)]
 pub struct XdsResource {
     pub name: String,
-    /// Hex of a hash of `any.value`.
+    /// Hex of a hash of `value`.
     pub version: String,
-    pub any: Any,
+    pub type_url: &'static str,
+    /// The encoded message.
+    pub value: Vec<u8>,
 }
 
 impl XdsResource {
@@ -67,12 +70,39 @@ impl XdsResource {
         XdsResource {
             name: name.into(),
             version: content_version(&value),
-            any: Any {
-                type_url: M::type_url(),
-                value,
-            },
+            type_url: static_type_url(&M::type_url()),
+            value,
         }
     }
+
+    /// The resource as a protobuf `Any`, copied (a delta response carries it so).
+    pub fn any(&self) -> Any {
+        Any {
+            type_url: self.type_url.to_string(),
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// The served type URL equal to `type_url`; another type (none is served today) gets one copy
+/// for the life of the process.
+fn static_type_url(type_url: &str) -> &'static str {
+    use std::sync::Mutex;
+    static OTHERS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    if let Some(t) = TYPE_ORDER
+        .into_iter()
+        .chain([SECRET])
+        .find(|t| *t == type_url)
+    {
+        return t;
+    }
+    let mut others = OTHERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = others.iter().find(|t| **t == type_url) {
+        return t;
+    }
+    let t: &'static str = Box::leak(type_url.to_string().into_boxed_str());
+    others.push(t);
+    t
 }
 
 /// A short, stable content hash.
@@ -349,7 +379,7 @@ pub(crate) mod fixtures {
             let type_url = TYPE_ORDER
                 .into_iter()
                 .chain([SECRET])
-                .find(|t| *t == r.any.type_url)
+                .find(|t| *t == r.type_url)
                 .expect("a known type");
             snap.resources
                 .entry(type_url)

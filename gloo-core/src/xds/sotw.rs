@@ -457,7 +457,8 @@ mod tests {
     }
 
     fn names(resp: &SotwResponse) -> Vec<String> {
-        names_in(&resp.type_url, resp.resources.iter().map(|r| &r.any))
+        let anys: Vec<_> = resp.resources.iter().map(|r| r.any()).collect();
+        names_in(&resp.type_url, &anys)
     }
 
     /// A stream that has subscribed to and ACKed all four types of `snap`.

@@ -33,7 +33,7 @@ use tonic::{
     Status,
 };
 
-use super::{protocol::control_plane, sotw::SotwResponse};
+use super::{protocol::control_plane, sotw::SotwResponse, XdsResource};
 
 /// The gRPC service name of ADS.
 pub const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -86,6 +86,36 @@ fn put_string(tag: u32, s: &String, buf: &mut Vec<u8>) {
     }
 }
 
+/// The length of `r` as an `Any` in field `tag`: `type_url` is field 1, `value` field 2.
+fn any_len(tag: u32, r: &XdsResource) -> usize {
+    let inner = any_inner_len(r);
+    encoding::key_len(tag) + encoding::encoded_len_varint(inner as u64) + inner
+}
+
+fn any_inner_len(r: &XdsResource) -> usize {
+    let field = |n: usize| {
+        if n == 0 {
+            0
+        } else {
+            1 + encoding::encoded_len_varint(n as u64) + n
+        }
+    };
+    field(r.type_url.len()) + field(r.value.len())
+}
+
+/// `r` as an `Any` in field `tag`, as prost encodes one.
+fn put_any(tag: u32, r: &XdsResource, buf: &mut Vec<u8>) {
+    encoding::encode_key(tag, encoding::WireType::LengthDelimited, buf);
+    encoding::encode_varint(any_inner_len(r) as u64, buf);
+    for (field, bytes) in [(1, r.type_url.as_bytes()), (2, r.value.as_slice())] {
+        if !bytes.is_empty() {
+            encoding::encode_key(field, encoding::WireType::LengthDelimited, buf);
+            encoding::encode_varint(bytes.len() as u64, buf);
+            buf.extend_from_slice(bytes);
+        }
+    }
+}
+
 impl Encode for SotwResponse {
     fn encoded_len(&self) -> usize {
         let cp = control_plane().expect("always set");
@@ -93,7 +123,7 @@ impl Encode for SotwResponse {
             + self
                 .resources
                 .iter()
-                .map(|r| encoding::message::encoded_len(RESOURCES, &r.any))
+                .map(|r| any_len(RESOURCES, r))
                 .sum::<usize>()
             + string_len(TYPE_URL, &self.type_url)
             + string_len(NONCE, &self.nonce)
@@ -104,7 +134,7 @@ impl Encode for SotwResponse {
         put_string(VERSION_INFO, &self.version_info, buf);
         for r in self.resources.iter() {
             // The resource's bytes as encoded once for the snapshot, copied, never re-encoded.
-            encoding::message::encode(RESOURCES, &r.any, buf);
+            put_any(RESOURCES, r, buf);
         }
         put_string(TYPE_URL, &self.type_url, buf);
         put_string(NONCE, &self.nonce, buf);
@@ -251,7 +281,7 @@ mod tests {
         };
         let prost_resp = DiscoveryResponse {
             version_info: resp.version_info.clone(),
-            resources: resp.resources.iter().map(|r| r.any.clone()).collect(),
+            resources: resp.resources.iter().map(|r| r.any()).collect(),
             type_url: resp.type_url.clone(),
             nonce: resp.nonce.clone(),
             control_plane: control_plane(),

@@ -839,7 +839,7 @@ mod tests {
                         .map(|m| m.keys().collect::<Vec<_>>())
                 )
             });
-        M::decode(r.any.value.as_slice()).unwrap()
+        M::decode(r.value.as_slice()).unwrap()
     }
 
     fn report(t: &Translation, kind: Kind, name: &str) -> (State, String) {

@@ -451,7 +451,7 @@ mod tests {
             .of_type(crate::xds::ROUTE)
             .and_then(|m| m.get("gw_default-routes"))
             .unwrap();
-        let rc = RouteConfiguration::decode(rc.any.value.as_slice()).unwrap();
+        let rc = RouteConfiguration::decode(rc.value.as_slice()).unwrap();
         let routes = &rc.virtual_hosts[0].routes;
         assert_eq!(routes.len(), 2);
         assert_eq!(match_template(&routes[0]), "/pets/{id}");

@@ -90,7 +90,7 @@ fn decode<M: Message + Default>(t: &Translation, url: &str, name: &str) -> M {
         .of_type(url)
         .and_then(|m| m.get(name))
         .unwrap_or_else(|| panic!("{name} not in {url}"));
-    M::decode(r.any.value.as_slice()).unwrap()
+    M::decode(r.value.as_slice()).unwrap()
 }
 
 #[test]
