@@ -100,12 +100,15 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Step 3, last: adjust the Envoy routes made from one route (one per matcher, match and
-    /// options set), e.g. to narrow their match or to add routes right after them.
+    /// options set), e.g. to narrow their match or to add routes right after them. They are
+    /// `out[start..]`, the end of the virtual host's routes so far; the routes before `start`
+    /// belong to other routes and stay as they are.
     fn matched(
         &self,
         _ctx: &Context<'_>,
         _route: &RouteContext<'_>,
         _out: &mut Vec<EnvoyRoute>,
+        _start: usize,
     ) -> Result<(), String> {
         Ok(())
     }

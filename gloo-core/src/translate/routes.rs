@@ -483,30 +483,30 @@ fn translate_vs(
         } else {
             &route.matchers
         };
-        let mut matched = Vec::with_capacity(matchers.len());
-        let mut template = Some(template);
-        for (j, m) in matchers.iter().enumerate() {
-            let route_match =
-                route_match(m).map_err(|e| format!("{}: matchers[{j}]: {e}", label()))?;
-            // The last matcher takes the template itself.
-            let mut r = if j + 1 == matchers.len() {
-                template.take().expect("the template is taken once, last")
-            } else {
-                template
-                    .clone()
-                    .expect("the template is there until the last")
-            };
-            r.r#match = Some(route_match);
-            if matchers.len() > 1 {
-                r.name = format!("{}-{j}", r.name);
-            }
-            matched.push(r);
+        // An Envoy route is a large value: it is pushed where it stays (the virtual host's
+        // list) and adjusted there, not built in one vector and moved to another.
+        let start = routes.len();
+        let last = matchers.len() - 1;
+        for (j, m) in matchers[..last].iter().enumerate() {
+            let mut r = template.clone();
+            r.r#match =
+                Some(route_match(m).map_err(|e| format!("{}: matchers[{j}]: {e}", label()))?);
+            r.name = format!("{}-{j}", r.name);
+            routes.push(r);
         }
+        // The last matcher takes the template itself.
+        template.r#match = Some(
+            route_match(&matchers[last])
+                .map_err(|e| format!("{}: matchers[{last}]: {e}", label()))?,
+        );
+        if last > 0 {
+            template.name = format!("{}-{last}", template.name);
+        }
+        routes.push(template);
         for p in plugins {
-            p.matched(ctx, &rc, &mut matched)
+            p.matched(ctx, &rc, &mut routes, start)
                 .map_err(|e| format!("{}: {}: {e}", label(), p.name()))?;
         }
-        routes.extend(matched);
     }
     let mut vhost = VirtualHost {
         name: names::virtual_host(&key.namespace, &key.name),

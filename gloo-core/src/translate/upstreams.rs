@@ -182,10 +182,11 @@ fn cluster(
     name: &str,
     spec: &UpstreamSpec,
     endpoints: &[(String, u32)],
-) -> Result<(Cluster, Option<ClusterLoadAssignment>), String> {
+) -> Result<(Box<Cluster>, Option<ClusterLoadAssignment>), String> {
     let cname = names::cluster(namespace, name);
+    // Boxed: a Cluster is a few kilobytes, and it is returned and handed to the plugins.
     let mut c =
-        Cluster {
+        Box::new(Cluster {
             name: cname.clone(),
             connect_timeout: Some(spec.connect_timeout.as_ref().map(duration).unwrap_or(
                 Duration {
@@ -194,7 +195,7 @@ fn cluster(
                 },
             )),
             ..Default::default()
-        };
+        });
     let mut cla = None;
     let mut default_sni = String::new();
     match &spec.upstream_type {
@@ -262,14 +263,13 @@ pub fn translate_one(
         .collect();
     addrs.sort();
     addrs.dedup();
-    let (c, cla) = cluster(ctx, &key.namespace, &key.name, spec, &addrs)?;
-    let mut c = c;
+    let (mut c, cla) = cluster(ctx, &key.namespace, &key.name, spec, &addrs)?;
     for p in plugins {
         p.upstream(ctx, &key.namespace, spec, &mut c)
             .map_err(|e| format!("{}: {e}", p.name()))?;
     }
     Ok((
-        Arc::new(XdsResource::new(c.name.clone(), &c)),
+        Arc::new(XdsResource::new(c.name.clone(), &*c)),
         cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
     ))
 }

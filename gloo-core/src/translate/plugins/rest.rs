@@ -63,6 +63,7 @@ impl Plugin for Rest {
         ctx: &Context<'_>,
         rc: &RouteContext<'_>,
         out: &mut Vec<EnvoyRoute>,
+        start: usize,
     ) -> Result<(), String> {
         let Some(Action::RouteAction(ra)) = &rc.route.action else {
             return Ok(());
@@ -76,7 +77,7 @@ impl Plugin for Rest {
         let Some(Function::Rest(rest)) = &f.function else {
             return Ok(());
         };
-        let routes = std::mem::take(out);
+        let routes = out.split_off(start);
         for r in routes {
             if !matches!(r.action, Some(EnvoyAction::Route(_))) {
                 out.push(r);
@@ -398,7 +399,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        let objects = |path: Path| {
+        let objects = |routes: Vec<Route>| {
             vec![
                 res(
                     "petstore",
@@ -417,7 +418,7 @@ mod tests {
                 res(
                     "pets",
                     Spec::VirtualService(VirtualServiceSpec {
-                        routes: vec![to(path)],
+                        routes,
                         ..Default::default()
                     }),
                 ),
@@ -439,7 +440,7 @@ mod tests {
         };
         let vs_key = crate::resource::Key::new(proto::v1::Kind::VirtualService, "default", "pets");
 
-        let t = translate(&input(objects(Path::Exact("/pets/{id}".into()))));
+        let t = translate(&input(objects(vec![to(Path::Exact("/pets/{id}".into()))])));
         assert_eq!(
             t.reports[&vs_key].state,
             State::Accepted,
@@ -460,13 +461,75 @@ mod tests {
             matches!(&routes[1].action, Some(EnvoyAction::DirectResponse(d)) if d.status == 405)
         );
 
-        let t = translate(&input(objects(Path::Exact("/pets/{name}".into()))));
+        let t = translate(&input(objects(vec![to(Path::Exact(
+            "/pets/{name}".into(),
+        ))])));
         let r = &t.reports[&vs_key];
         assert_eq!(r.state, State::Rejected);
         assert!(
             r.reason
                 .contains("rest: function get-pet needs path parameter {id}"),
             "{r:?}"
+        );
+
+        // After a plain route, and with two matchers: the plain route is left as it is, and
+        // each matcher's route to the function is followed by its own 405 route.
+        let plain = Route {
+            name: "health".into(),
+            matchers: vec![Matcher {
+                path: Some(Path::Prefix("/health".into())),
+                ..Default::default()
+            }],
+            action: Some(Action::RouteAction(RA {
+                destination: Some(D::Single(Destination {
+                    upstream: Some(ResourceRef {
+                        name: "petstore".into(),
+                        namespace: String::new(),
+                    }),
+                    ..Default::default()
+                })),
+            })),
+            ..Default::default()
+        };
+        let mut two = to(Path::Exact("/pets/{id}".into()));
+        two.matchers.push(Matcher {
+            path: Some(Path::Exact("/animals/{id}".into())),
+            ..Default::default()
+        });
+        let t = translate(&input(objects(vec![plain, two])));
+        assert_eq!(
+            t.reports[&vs_key].state,
+            State::Accepted,
+            "{:?}",
+            t.reports[&vs_key]
+        );
+        let rc = t
+            .snapshot
+            .of_type(crate::xds::ROUTE)
+            .and_then(|m| m.get("gw_default-routes"))
+            .unwrap();
+        let rc = RouteConfiguration::decode(rc.value.as_slice()).unwrap();
+        let routes = &rc.virtual_hosts[0].routes;
+        let shape: Vec<(&str, bool)> = routes
+            .iter()
+            .map(|r| {
+                let is_405 =
+                    matches!(&r.action, Some(EnvoyAction::DirectResponse(d)) if d.status == 405);
+                (r.name.as_str(), is_405)
+            })
+            .collect();
+        assert_eq!(shape.len(), 5, "{shape:?}");
+        assert!(shape[0].0.contains("health") && !shape[0].1, "{shape:?}");
+        assert_eq!(
+            shape[1..].iter().map(|s| s.1).collect::<Vec<_>>(),
+            [false, true, false, true],
+            "{shape:?}"
+        );
+        assert_eq!(match_template(&routes[1]), "/pets/{id}");
+        assert_eq!(match_template(&routes[3]), "/animals/{id}");
+        assert!(
+            routes[1].name.ends_with("-0") && routes[3].name.ends_with("-1"),
+            "{shape:?}"
         );
     }
 }
