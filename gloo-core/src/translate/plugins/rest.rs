@@ -440,20 +440,24 @@ mod tests {
         };
         let vs_key = crate::resource::Key::new(proto::v1::Kind::VirtualService, "default", "pets");
 
-        let t = translate(&input(objects(vec![to(Path::Exact("/pets/{id}".into()))])));
-        assert_eq!(
-            t.reports[&vs_key].state,
-            State::Accepted,
-            "{:?}",
-            t.reports[&vs_key]
-        );
-        let rc = t
-            .snapshot
-            .of_type(crate::xds::ROUTE)
-            .and_then(|m| m.get("gw_default-routes"))
-            .unwrap();
-        let rc = RouteConfiguration::decode(rc.value.as_slice()).unwrap();
-        let routes = &rc.virtual_hosts[0].routes;
+        // The Envoy routes of an Accepted VirtualService with these routes.
+        let served = |routes: Vec<Route>| {
+            let t = translate(&input(objects(routes)));
+            assert_eq!(
+                t.reports[&vs_key].state,
+                State::Accepted,
+                "{:?}",
+                t.reports[&vs_key]
+            );
+            let rc = t
+                .snapshot
+                .of_type(crate::xds::ROUTE)
+                .and_then(|m| m.get("gw_default-routes"))
+                .unwrap();
+            let rc = RouteConfiguration::decode(rc.value.as_slice()).unwrap();
+            rc.virtual_hosts[0].routes.clone()
+        };
+        let routes = served(vec![to(Path::Exact("/pets/{id}".into()))]);
         assert_eq!(routes.len(), 2);
         assert_eq!(match_template(&routes[0]), "/pets/{id}");
         assert_eq!(rewrite(&routes[0]), "/store/pets/{id}");
@@ -474,42 +478,20 @@ mod tests {
 
         // After a plain route, and with two matchers: the plain route is left as it is, and
         // each matcher's route to the function is followed by its own 405 route.
-        let plain = Route {
-            name: "health".into(),
-            matchers: vec![Matcher {
-                path: Some(Path::Prefix("/health".into())),
-                ..Default::default()
-            }],
-            action: Some(Action::RouteAction(RA {
-                destination: Some(D::Single(Destination {
-                    upstream: Some(ResourceRef {
-                        name: "petstore".into(),
-                        namespace: String::new(),
-                    }),
-                    ..Default::default()
-                })),
-            })),
-            ..Default::default()
-        };
+        let mut plain = to(Path::Prefix("/health".into()));
+        plain.name = "health".into();
+        if let Some(Action::RouteAction(RA {
+            destination: Some(D::Single(d)),
+        })) = &mut plain.action
+        {
+            d.function.clear();
+        }
         let mut two = to(Path::Exact("/pets/{id}".into()));
         two.matchers.push(Matcher {
             path: Some(Path::Exact("/animals/{id}".into())),
             ..Default::default()
         });
-        let t = translate(&input(objects(vec![plain, two])));
-        assert_eq!(
-            t.reports[&vs_key].state,
-            State::Accepted,
-            "{:?}",
-            t.reports[&vs_key]
-        );
-        let rc = t
-            .snapshot
-            .of_type(crate::xds::ROUTE)
-            .and_then(|m| m.get("gw_default-routes"))
-            .unwrap();
-        let rc = RouteConfiguration::decode(rc.value.as_slice()).unwrap();
-        let routes = &rc.virtual_hosts[0].routes;
+        let routes = served(vec![plain, two]);
         let shape: Vec<(&str, bool)> = routes
             .iter()
             .map(|r| {
