@@ -70,7 +70,7 @@ impl XdsResource {
         XdsResource {
             name: name.into(),
             version: content_version(&value),
-            type_url: static_type_url(&M::type_url()),
+            type_url: type_url_of::<M>(),
             value,
         }
     }
@@ -84,25 +84,19 @@ impl XdsResource {
     }
 }
 
-/// The served type URL equal to `type_url`; another type (none is served today) gets one copy
-/// for the life of the process.
-fn static_type_url(type_url: &str) -> &'static str {
-    use std::sync::Mutex;
-    static OTHERS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    if let Some(t) = TYPE_ORDER
+/// The type URL of `M`, one of the served types, found without formatting one (this runs for
+/// every resource a pass encodes). A type gloo-core does not serve is a programming error.
+fn type_url_of<M: prost::Name>() -> &'static str {
+    TYPE_ORDER
         .into_iter()
         .chain([SECRET])
-        .find(|t| *t == type_url)
-    {
-        return t;
-    }
-    let mut others = OTHERS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(t) = others.iter().find(|t| **t == type_url) {
-        return t;
-    }
-    let t: &'static str = Box::leak(type_url.to_string().into_boxed_str());
-    others.push(t);
-    t
+        .find(|t| {
+            t.strip_prefix("type.googleapis.com/")
+                .and_then(|n| n.strip_prefix(M::PACKAGE))
+                .and_then(|n| n.strip_prefix('.'))
+                == Some(M::NAME)
+        })
+        .unwrap_or_else(|| panic!("gloo-core serves no {}.{}", M::PACKAGE, M::NAME))
 }
 
 /// A short, stable content hash.
@@ -376,13 +370,8 @@ pub(crate) mod fixtures {
     pub fn unsealed(resources: impl IntoIterator<Item = Arc<XdsResource>>) -> Snapshot {
         let mut snap = Snapshot::default();
         for r in resources {
-            let type_url = TYPE_ORDER
-                .into_iter()
-                .chain([SECRET])
-                .find(|t| *t == r.type_url)
-                .expect("a known type");
             snap.resources
-                .entry(type_url)
+                .entry(r.type_url)
                 .or_default()
                 .insert(r.name.clone(), r);
         }
