@@ -162,12 +162,19 @@ fn replace_unit(
     key: &Key,
     unit: Option<Unit>,
 ) -> Option<Unit> {
-    let old = match unit {
-        Some(u) => units.insert(key.clone(), u),
-        None => units.remove(key),
+    use std::collections::hash_map::Entry;
+    // One search of `units`: the new unit's reads are read where it now lies.
+    let (old, now): (Option<Unit>, &[Key]) = match unit {
+        Some(u) => match units.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                let old = std::mem::replace(e.get_mut(), u);
+                (Some(old), &e.into_mut().reads)
+            }
+            Entry::Vacant(e) => (None, &e.insert(u).reads),
+        },
+        None => (units.remove(key), &[]),
     };
     let before = old.as_ref().map(|u| u.reads.as_slice()).unwrap_or(&[]);
-    let now = units.get(key).map(|u| u.reads.as_slice()).unwrap_or(&[]);
     // Both sorted: a key gained is pushed (it cannot be there yet), a key lost is removed.
     for r in now {
         if before.binary_search(r).is_err() {
@@ -372,6 +379,10 @@ impl Translator {
             changes.into_iter().collect()
         };
         let mut added: Vec<(Key, Arc<Resource>)> = Vec::new();
+        if from_scratch {
+            added.reserve(changes.len());
+            self.units.reserve(changes.len());
+        }
         let mut changed: Vec<Key> = Vec::with_capacity(changes.len());
         let mut dirty_upstreams: BTreeSet<Key> = BTreeSet::new();
         for (key, new) in changes {
@@ -468,7 +479,9 @@ impl Translator {
             }
         }
         // Every object whose report may have changed: sorted and deduplicated before use.
-        let mut touched: Vec<Key> = changed.iter().cloned().collect();
+        let mut touched: Vec<Key> =
+            Vec::with_capacity(changed.len() + dirty_upstreams.len() + dirty_checked.len());
+        touched.extend(changed.iter().cloned());
 
         let Translator {
             plugins,

@@ -125,6 +125,12 @@ impl Reporter {
         self.add(key, State::Rejected, reason.into());
     }
 
+    /// Whether any object may be Rejected so far (there is a rejected Upstream, or any report
+    /// at all): if not, [`Reporter::is_rejected`] is false for every key.
+    pub fn has_rejections(&self) -> bool {
+        !self.rejected_upstreams.is_empty() || !self.reports.is_empty()
+    }
+
     pub fn is_rejected(&self, key: &Key) -> bool {
         self.rejected_upstreams.contains(key)
             || self
@@ -223,6 +229,24 @@ impl BuildHasher for FastState {
 
 pub(crate) struct FastHasher(u64);
 
+/// The 1 to 7 bytes of `rest` as a little-endian word, from at most two overlapping loads:
+/// object names mostly end in such a tail, and a copy into a zeroed word is a `memcpy` call.
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        // Two 4-byte loads, the second ending at the end: together they hold every byte, and
+        // the length is mixed in apart, so different tails give different words.
+        let lo = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as u64;
+        let hi = u32::from_le_bytes(rest[n - 4..].try_into().expect("4 bytes")) as u64;
+        lo | (hi << 32)
+    } else {
+        // The first, middle and last byte: all of them, for 1 to 3 bytes.
+        rest[0] as u64 | (rest[n / 2] as u64) << 8 | (rest[n - 1] as u64) << 16
+    }
+}
+
 impl FastHasher {
     #[inline]
     fn add(&mut self, word: u64) {
@@ -239,10 +263,8 @@ impl Hasher for FastHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
             // The length too, so "a" and "a\0" differ.
-            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+            self.add(tail_word(rest) ^ ((rest.len() as u64) << 59));
         }
     }
     #[inline]
@@ -340,12 +362,13 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The keys looked up since the last call, sorted, once each.
+    /// The keys looked up since the last call, sorted, once each: in a vector of their own
+    /// size, while the context keeps its buffer for the next object's.
     fn take_reads(&self) -> Vec<Key> {
-        let mut reads = std::mem::take(&mut *self.reads.borrow_mut());
+        let mut reads = self.reads.borrow_mut();
         reads.sort_unstable();
         reads.dedup();
-        reads
+        reads.drain(..).collect()
     }
 
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a Arc<Resource>> {

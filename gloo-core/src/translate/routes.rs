@@ -70,15 +70,10 @@ fn regex(r: &str) -> Result<RegexMatcher, String> {
     regex_syntax::Parser::new()
         .parse(r)
         .map_err(|e| format!("invalid regex {r:?}: {e}"))?;
-    Ok(trusted_regex(r))
-}
-
-/// A regex this translator wrote itself.
-fn trusted_regex(r: &str) -> RegexMatcher {
-    RegexMatcher {
+    Ok(RegexMatcher {
         regex: r.to_string(),
         ..Default::default()
-    }
+    })
 }
 
 fn string_matcher(value: &str, is_regex: bool) -> Result<StringMatcher, String> {
@@ -118,14 +113,24 @@ fn route_match(m: &Matcher) -> Result<RouteMatch, String> {
         });
     }
     if !m.methods.is_empty() {
-        let methods: Vec<String> = m.methods.iter().map(|s| s.to_ascii_uppercase()).collect();
+        // `^(GET|POST)$`, written in one string.
+        let len = m.methods.iter().map(|s| s.len() + 1).sum::<usize>() + 3;
+        let mut regex = String::with_capacity(len);
+        regex.push_str("^(");
+        for (i, method) in m.methods.iter().enumerate() {
+            if i > 0 {
+                regex.push('|');
+            }
+            regex.extend(method.chars().map(|c| c.to_ascii_uppercase()));
+        }
+        regex.push_str(")$");
         headers.push(EnvoyHeaderMatcher {
             name: ":method".into(),
             header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
-                match_pattern: Some(MatchPattern::SafeRegex(trusted_regex(&format!(
-                    "^({})$",
-                    methods.join("|")
-                )))),
+                match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+                    regex,
+                    ..Default::default()
+                })),
                 ..Default::default()
             })),
             ..Default::default()
@@ -167,11 +172,11 @@ fn destination_cluster(
     } else {
         &up.namespace
     };
-    let key = Key::new(Kind::Upstream, ns, &up.name);
     if ctx.get(Kind::Upstream, ns, &up.name).is_none() {
         return Err(format!("upstream {ns}/{} not found", up.name));
     }
-    if reporter.is_rejected(&key) {
+    // A key is made (and its name copied) only when there is a verdict to look it up in.
+    if reporter.has_rejections() && reporter.is_rejected(&Key::new(Kind::Upstream, ns, &up.name)) {
         return Err(format!("upstream {ns}/{} is Rejected", up.name));
     }
     Ok(names::cluster(ns, &up.name))
@@ -563,7 +568,7 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
     const VHOST_FILTER_CONFIG: u32 = 15;
     const ROUTE_FILTER_CONFIG: u32 = 13;
     let mut rest = vhost;
-    let routes = std::mem::take(&mut rest.routes);
+    let mut routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
     // Each route's length once: it sizes the buffer and prefixes the route's bytes.
     let lens: Vec<usize> = routes.iter().map(|r| r.encoded_len()).collect();
@@ -573,7 +578,8 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
         .sum();
     let mut buf = Vec::with_capacity(rest.encoded_len() + routes_len + 64);
     rest.encode_raw(&mut buf);
-    for (route, len) in routes.into_iter().zip(lens) {
+    // By reference: a route is a few kilobytes, each move of it a copy.
+    for (route, len) in routes.iter_mut().zip(lens) {
         if route.typed_per_filter_config.is_empty() {
             // Nothing to order: encoded straight into the buffer.
             encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
@@ -581,9 +587,8 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
             route.encode_raw(&mut buf);
             continue;
         }
-        let mut r = route;
-        let route_config = std::mem::take(&mut r.typed_per_filter_config);
-        let mut bytes = r.encode_to_vec();
+        let route_config = std::mem::take(&mut route.typed_per_filter_config);
+        let mut bytes = route.encode_to_vec();
         encode_map(ROUTE_FILTER_CONFIG, &route_config, &mut bytes);
         encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
         encode_varint(bytes.len() as u64, &mut buf);

@@ -890,3 +890,32 @@ fn a_gateway_that_leaves_scoped_routes_unset_is_scoped_once_it_serves_many_exact
         assert_eq!(after.snapshot, translate(&input(objects.clone())).snapshot);
     }
 }
+
+#[test]
+fn the_fast_hasher_tells_apart_every_short_tail() {
+    // Every string of 1 to 7 bytes over a few letters, and a NUL: each hashes differently
+    // from the others (with one seed; a collision here would be the tail's fault).
+    let letters = [b'a', b'b', b'\0', b'-'];
+    let mut seen = std::collections::HashMap::new();
+    let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+    for _ in 0..7 {
+        all = all
+            .iter()
+            .flat_map(|s| {
+                letters.iter().map(move |l| {
+                    let mut t = s.clone();
+                    t.push(*l);
+                    t
+                })
+            })
+            .collect();
+        for s in &all {
+            let mut h = FastState(7).build_hasher();
+            h.write(s);
+            if let Some(other) = seen.insert(h.finish(), s.clone()) {
+                panic!("{s:?} and {other:?} hash alike");
+            }
+        }
+    }
+    assert_eq!(seen.len(), (1..=7).map(|n| 4usize.pow(n)).sum::<usize>());
+}

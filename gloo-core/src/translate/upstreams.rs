@@ -89,11 +89,17 @@ fn lb_endpoint(address: &str, port: u32) -> LbEndpoint {
     }
 }
 
-pub fn load_assignment(cluster: &str, endpoints: &[(String, u32)]) -> ClusterLoadAssignment {
+pub fn load_assignment<'a>(
+    cluster: &str,
+    endpoints: impl IntoIterator<Item = (&'a str, u32)>,
+) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: cluster.to_string(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: endpoints.iter().map(|(a, p)| lb_endpoint(a, *p)).collect(),
+            lb_endpoints: endpoints
+                .into_iter()
+                .map(|(a, p)| lb_endpoint(a, p))
+                .collect(),
             ..Default::default()
         }],
         ..Default::default()
@@ -181,7 +187,7 @@ fn cluster(
     namespace: &str,
     name: &str,
     spec: &UpstreamSpec,
-    endpoints: &[(String, u32)],
+    endpoints: &[(&str, u32)],
 ) -> Result<(Box<Cluster>, Option<ClusterLoadAssignment>), String> {
     let cname = names::cluster(namespace, name);
     // Boxed: a Cluster is a few kilobytes, and it is returned and handed to the plugins.
@@ -200,18 +206,17 @@ fn cluster(
     let mut default_sni = String::new();
     match &spec.upstream_type {
         Some(UpstreamType::Static(s)) => {
-            let all_ips = s.hosts.iter().all(|h| h.addr.parse::<IpAddr>().is_ok());
-            let kind = if all_ips {
+            let named = s.hosts.iter().find(|h| h.addr.parse::<IpAddr>().is_err());
+            let kind = if named.is_none() {
                 DiscoveryType::Static
             } else {
                 c.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
                 DiscoveryType::StrictDns
             };
             c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
-            let hosts: Vec<(String, u32)> =
-                s.hosts.iter().map(|h| (h.addr.clone(), h.port)).collect();
-            c.load_assignment = Some(load_assignment(&cname, &hosts));
-            if let Some(h) = s.hosts.iter().find(|h| h.addr.parse::<IpAddr>().is_err()) {
+            let hosts = s.hosts.iter().map(|h| (h.addr.as_str(), h.port));
+            c.load_assignment = Some(load_assignment(&cname, hosts));
+            if let Some(h) = named {
                 default_sni = h.addr.clone();
             }
             if let Some(h) = s.hosts.iter().find(|h| !h.sni.is_empty()) {
@@ -224,7 +229,7 @@ fn cluster(
                 eds_config: Some(ads()),
                 service_name: String::new(),
             });
-            cla = Some(load_assignment(&cname, endpoints));
+            cla = Some(load_assignment(&cname, endpoints.iter().copied()));
         }
         // Cloud upstreams are shaped entirely by their plugins.
         Some(UpstreamType::Aws(_)) | Some(UpstreamType::Gcp(_)) => {}
@@ -252,14 +257,14 @@ pub fn translate_one(
     spec: &UpstreamSpec,
     endpoints: &[&Arc<Resource>],
 ) -> UpstreamOut {
-    let mut addrs: Vec<(String, u32)> = endpoints
+    let mut addrs: Vec<(&str, u32)> = endpoints
         .iter()
         .filter_map(|r| match &r.spec {
             Some(Spec::Endpoints(e)) => Some(e.endpoints.iter()),
             _ => None,
         })
         .flatten()
-        .map(|Endpoint { address, port, .. }| (address.clone(), *port))
+        .map(|Endpoint { address, port, .. }| (address.as_str(), *port))
         .collect();
     addrs.sort();
     addrs.dedup();

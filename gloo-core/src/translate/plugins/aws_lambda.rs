@@ -255,7 +255,7 @@ impl Plugin for AwsLambda {
         cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
         cluster.load_assignment = Some(load_assignment(
             &cluster.name,
-            &[(ep.host.clone(), ep.port)],
+            [(ep.host.as_str(), ep.port)],
         ));
         cluster
             .metadata

@@ -354,7 +354,7 @@ fn function_cluster(
             } else {
                 DiscoveryType::LogicalDns as i32
             })),
-            load_assignment: Some(load_assignment(&name, &[(u.host.clone(), u.port)])),
+            load_assignment: Some(load_assignment(&name, [(u.host.as_str(), u.port)])),
             ..Default::default()
         };
     if !ip {
@@ -463,10 +463,7 @@ fn metadata_cluster() -> Cluster {
         }),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32)),
         dns_lookup_family: DnsLookupFamily::V4Only as i32,
-        load_assignment: Some(load_assignment(
-            METADATA_CLUSTER,
-            &[(METADATA_HOST.into(), 80)],
-        )),
+        load_assignment: Some(load_assignment(METADATA_CLUSTER, [(METADATA_HOST, 80)])),
         ..Default::default()
     }
 }
