@@ -289,9 +289,12 @@ impl Hasher for FastHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        // The multiply leaves the high bits best mixed; hashbrown takes its bucket from the
-        // low ones (rustc-hash 2 does the same).
-        self.0.rotate_left(26)
+        // A multiply carries a change only to higher bits, and names differ most in their
+        // last bytes, the high bits of the last word; hashbrown takes a bucket from the low
+        // bits and a tag from the top seven. The halves of a full 128-bit product, folded,
+        // depend on every bit of the state.
+        let full = (self.0 as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (full as u64) ^ ((full >> 64) as u64)
     }
 }
 
