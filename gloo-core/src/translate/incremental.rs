@@ -510,8 +510,9 @@ impl Translator {
         // 1. Upstreams → clusters and endpoint assignments.
         let mut flipped: BTreeSet<Key> = BTreeSet::new();
         let mut regateway = false;
-        let (mut bulk_clusters, mut bulk_assignments, mut bulk_origins) =
-            (Vec::new(), Vec::new(), Vec::new());
+        // From scratch: (cluster name, Upstream, what it made), sorted once below.
+        type Made = Option<(Arc<XdsResource>, Option<Arc<XdsResource>>)>;
+        let mut bulk: Vec<(String, Key, Made)> = Vec::new();
         {
             let rejected = Arc::make_mut(rejected_upstreams);
             for key in &dirty_upstreams {
@@ -559,15 +560,8 @@ impl Translator {
                     Some(UnitOut::Upstream(o)) => o.clone(),
                     _ => None,
                 };
-                if first {
-                    // Nothing kept yet: gathered here, the maps are built in bulk below.
-                    if let Some((c, cla)) = new_out {
-                        if let Some(cla) = cla {
-                            bulk_assignments.push((cla.name.clone(), cla));
-                        }
-                        bulk_clusters.push((c.name.clone(), c));
-                    }
-                } else {
+                // From scratch, nothing is kept yet: what was made is gathered below.
+                if !first {
                     let clusters = out.snapshot.resources.entry(xds::CLUSTER).or_default();
                     if let Some((c, _)) = &old_out {
                         if !plugin_clusters.contains_key(&c.name) {
@@ -587,40 +581,51 @@ impl Translator {
                         assignments.insert(cla.name.clone(), cla.clone());
                     }
                 }
-                let was_rejected = rejected.contains(key);
-                if is_rejected {
-                    rejected.insert(key.clone());
+                let was_rejected = if is_rejected {
+                    !rejected.insert(key.clone())
                 } else {
-                    rejected.remove(key);
-                }
+                    rejected.remove(key)
+                };
                 if was_rejected != is_rejected {
                     flipped.insert(key.clone());
                 }
-                let cluster = names::cluster(&key.namespace, &key.name);
-                if keep && exists && first {
-                    bulk_origins.push((cluster, vec![key.clone()]));
-                } else if keep && exists {
-                    out.origins.insert(cluster, vec![key.clone()]);
-                } else if keep && old.is_some() {
-                    out.origins.remove(&cluster);
-                    // A gateway's resource of the same name shows again.
-                    regateway |= gateway_origins.contains(&cluster);
+                if keep && (exists || old.is_some()) {
+                    let cluster = names::cluster(&key.namespace, &key.name);
+                    if exists && first {
+                        // Nothing kept yet: the maps are built in bulk below.
+                        bulk.push((cluster, key.clone(), new_out));
+                    } else if exists {
+                        out.origins.insert(cluster, vec![key.clone()]);
+                    } else {
+                        out.origins.remove(&cluster);
+                        // A gateway's resource of the same name shows again.
+                        regateway |= gateway_origins.contains(&cluster);
+                    }
                 }
                 touched.push(key.clone());
             }
         }
         if first {
-            // A new translator's maps are empty, and step 1 is the first to fill them. The
-            // items are in key order, so mostly sorted already: a sort and a bulk build, not a
-            // search per resource.
+            // A new translator's maps are empty, and step 1 is the first to fill them: one sort
+            // by cluster name (not the keys' order: `a-1_ns` sorts after `a-10_ns`) for all
+            // three, then bulk builds of sorted items, not a search per resource.
             debug_assert!(out.origins.is_empty());
-            out.snapshot
-                .resources
-                .insert(xds::CLUSTER, bulk_clusters.into_iter().collect());
-            out.snapshot
-                .resources
-                .insert(xds::ENDPOINT, bulk_assignments.into_iter().collect());
-            out.origins = bulk_origins.into_iter().collect();
+            bulk.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let (mut clusters, mut assignments) = (Vec::with_capacity(bulk.len()), Vec::new());
+            let mut origins = Vec::with_capacity(bulk.len());
+            for (name, key, made) in bulk {
+                if let Some((c, cla)) = made {
+                    if let Some(cla) = cla {
+                        assignments.push((cla.name.clone(), cla));
+                    }
+                    clusters.push((c.name.clone(), c));
+                }
+                origins.push((name, vec![key]));
+            }
+            let resources = &mut out.snapshot.resources;
+            resources.insert(xds::CLUSTER, clusters.into_iter().collect());
+            resources.insert(xds::ENDPOINT, assignments.into_iter().collect());
+            out.origins = origins.into_iter().collect();
         }
         let _ = ctx.take_reads();
 
@@ -703,13 +708,14 @@ impl Translator {
         let mut vhosts_reshaped = false;
         {
             let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
+            let mut scratch = Vec::new();
             for key in &dirty_vs {
                 let spec = match index.of(key).and_then(|r| r.spec.as_ref()) {
                     Some(Spec::VirtualService(vs)) => Some(vs),
                     _ => None,
                 };
                 let built = spec.map(|vs| {
-                    let r = routes::translate_one(&ctx, plugins, &reporter, key, vs);
+                    let r = routes::translate_one(&ctx, plugins, &reporter, key, vs, &mut scratch);
                     (r, ctx.take_reads())
                 });
                 let (unit, vhost, report) = match built {

@@ -440,8 +440,10 @@ fn translate_vs(
     reporter: &Reporter,
     key: &Key,
     vs: &VirtualServiceSpec,
+    mut routes: Vec<EnvoyRoute>,
 ) -> Result<(VirtualHost, Vec<String>), String> {
-    let mut routes = Vec::with_capacity(vs.routes.len());
+    routes.clear();
+    routes.reserve(vs.routes.len());
     let mut warnings = Vec::new();
     for (i, route) in vs.routes.iter().enumerate() {
         // Formatted only for an error or a warning.
@@ -561,13 +563,13 @@ fn encode_map(
 }
 
 /// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
-/// order (fields may come in any order on the wire).
-fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
+/// order (fields may come in any order on the wire). The per-filter configurations are taken
+/// out; the rest is left.
+fn encode_vhost(rest: &mut VirtualHost) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     const VHOST_ROUTES: u32 = 3;
     const VHOST_FILTER_CONFIG: u32 = 15;
     const ROUTE_FILTER_CONFIG: u32 = 13;
-    let mut rest = vhost;
     let mut routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
     // Each route's length once: it sizes the buffer and prefixes the route's bytes.
@@ -595,6 +597,7 @@ fn encode_vhost(vhost: VirtualHost) -> Vec<u8> {
         buf.extend_from_slice(&bytes);
     }
     encode_map(VHOST_FILTER_CONFIG, &config, &mut buf);
+    rest.routes = routes;
     buf
 }
 
@@ -615,22 +618,28 @@ pub fn domains(vs: &VirtualServiceSpec) -> Vec<String> {
 }
 
 /// One VirtualService: its virtual host, encoded once, with the filters its routes need.
+/// `routes` is a buffer for the Envoy routes, handed back empty for the next VirtualService:
+/// at a few kilobytes a route, a new one each time is one of malloc's slow allocations.
 pub fn translate_one(
     ctx: &Context<'_>,
     plugins: &[Box<dyn Plugin>],
     reporter: &Reporter,
     key: &Key,
     vs: &VirtualServiceSpec,
+    routes: &mut Vec<EnvoyRoute>,
 ) -> VhostResult {
-    let (vhost, warnings) = translate_vs(ctx, plugins, reporter, key, vs)?;
+    let (mut vhost, warnings) =
+        translate_vs(ctx, plugins, reporter, key, vs, std::mem::take(routes))?;
     let mut filters = Vec::new();
     for (i, p) in plugins.iter().enumerate() {
         for (stage, f) in p.vhost_filters(&vhost) {
             filters.push((stage, i, f));
         }
     }
-    let domains = vhost.domains.clone();
-    let encoded = encode_vhost(vhost);
+    let encoded = encode_vhost(&mut vhost);
+    let domains = std::mem::take(&mut vhost.domains);
+    *routes = std::mem::take(&mut vhost.routes);
+    routes.clear();
     let digest = crate::xds::content_digest(&encoded);
     let out = VirtualHostOut {
         key: key.clone(),

@@ -181,27 +181,27 @@ fn http2_options() -> Any {
     })
 }
 
-/// The base cluster of an upstream, before plugins.
+/// The base cluster of an upstream, before plugins, written into `c` (a default cluster):
+/// a Cluster is a few kilobytes, and is built where it stays rather than returned, or boxed
+/// (an allocation that large is one of malloc's slow ones).
 fn cluster(
     ctx: &Context<'_>,
     namespace: &str,
     name: &str,
     spec: &UpstreamSpec,
     endpoints: &[(&str, u32)],
-) -> Result<(Box<Cluster>, Option<ClusterLoadAssignment>), String> {
+    c: &mut Cluster,
+) -> Result<Option<ClusterLoadAssignment>, String> {
     let cname = names::cluster(namespace, name);
-    // Boxed: a Cluster is a few kilobytes, and it is returned and handed to the plugins.
-    let mut c =
-        Box::new(Cluster {
-            name: cname.clone(),
-            connect_timeout: Some(spec.connect_timeout.as_ref().map(duration).unwrap_or(
-                Duration {
-                    seconds: 5,
-                    nanos: 0,
-                },
-            )),
-            ..Default::default()
-        });
+    c.connect_timeout = Some(
+        spec.connect_timeout
+            .as_ref()
+            .map(duration)
+            .unwrap_or(Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+    );
     let mut cla = None;
     let mut default_sni = String::new();
     match &spec.upstream_type {
@@ -242,7 +242,8 @@ fn cluster(
             http2_options(),
         );
     }
-    Ok((c, cla))
+    c.name = cname;
+    Ok(cla)
 }
 
 /// One Upstream's translation: its cluster and, for EDS, its endpoint assignment, each
@@ -268,13 +269,14 @@ pub fn translate_one(
         .collect();
     addrs.sort();
     addrs.dedup();
-    let (mut c, cla) = cluster(ctx, &key.namespace, &key.name, spec, &addrs)?;
+    let mut c = Cluster::default();
+    let cla = cluster(ctx, &key.namespace, &key.name, spec, &addrs, &mut c)?;
     for p in plugins {
         p.upstream(ctx, &key.namespace, spec, &mut c)
             .map_err(|e| format!("{}: {e}", p.name()))?;
     }
     Ok((
-        Arc::new(XdsResource::new(c.name.clone(), &*c)),
+        Arc::new(XdsResource::new(c.name.clone(), &c)),
         cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
     ))
 }
