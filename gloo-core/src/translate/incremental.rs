@@ -372,12 +372,19 @@ impl Translator {
         // Into an empty translator (a pass from scratch) the maps are built in bulk, from
         // sorted keys, rather than one search per object: the last change of a key wins.
         let from_scratch = self.input.objects.is_empty();
-        let changes: Vec<(Key, Option<Arc<Resource>>)> = if from_scratch {
-            let last: BTreeMap<Key, Option<Arc<Resource>>> = changes.into_iter().collect();
-            last.into_iter().collect()
-        } else {
-            changes.into_iter().collect()
-        };
+        let mut changes: Vec<(Key, Option<Arc<Resource>>)> = changes.into_iter().collect();
+        if from_scratch {
+            // Stable, so the last change of a key is the last of its run (and a sorted input,
+            // such as `replace`'s, costs one comparison an item).
+            changes.sort_by(|a, b| a.0.cmp(&b.0));
+            changes.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    std::mem::swap(later, earlier);
+                }
+                same
+            });
+        }
         let mut added: Vec<(Key, Arc<Resource>)> = Vec::new();
         if from_scratch {
             added.reserve(changes.len());
@@ -456,7 +463,11 @@ impl Translator {
         // One look at who read each changed key, for steps 1 and 2.
         // Gathered first and made sets at once: from scratch that is a sort of mostly sorted
         // keys and a bulk build, not a B-tree insert per object.
-        let (mut more_upstreams, mut more_checked) = (Vec::new(), Vec::new());
+        // Sized for a pass from scratch, where every key is one of its own readers.
+        let (mut more_upstreams, mut more_checked) = (
+            Vec::with_capacity(changed.len()),
+            Vec::with_capacity(changed.len()),
+        );
         for k in changed {
             let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
             for r in std::iter::once(k).chain(readers) {
@@ -512,7 +523,8 @@ impl Translator {
         let mut regateway = false;
         // From scratch: (cluster name, Upstream, what it made), sorted once below.
         type Made = Option<(Arc<XdsResource>, Option<Arc<XdsResource>>)>;
-        let mut bulk: Vec<(String, Key, Made)> = Vec::new();
+        let mut bulk: Vec<(String, Key, Made)> =
+            Vec::with_capacity(if first { dirty_upstreams.len() } else { 0 });
         {
             let rejected = Arc::make_mut(rejected_upstreams);
             for key in &dirty_upstreams {
@@ -709,6 +721,7 @@ impl Translator {
         {
             let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
             let mut scratch = Vec::new();
+            touched.reserve(dirty_vs.len());
             for key in &dirty_vs {
                 let spec = match index.of(key).and_then(|r| r.spec.as_ref()) {
                     Some(Spec::VirtualService(vs)) => Some(vs),
@@ -849,19 +862,22 @@ impl Translator {
         // Reports: an object's own step's, then the plugins', then the gateways'.
         // Built in bulk when they start empty (always, for the changed ones).
         let bulk = out.reports.is_empty();
-        let mut new_reports: Vec<(Key, Report)> = Vec::new();
-        let mut changed_reports: Vec<Key> = Vec::new();
+        let mut new_reports: Vec<(Key, Report)> =
+            Vec::with_capacity(if bulk { touched.len() } else { 0 });
+        let mut changed_reports: Vec<Key> = Vec::with_capacity(touched.len());
         // A few sorted runs (the changed keys, then each step's): the stable sort merges them.
         touched.sort();
         touched.dedup();
         for key in touched {
-            let own = units.get(&key).and_then(|u| u.report.as_ref());
+            let unit = units.get(&key);
+            let own = unit.and_then(|u| u.report.as_ref());
             let parts = [
                 own,
                 plugin_step.reports.get(&key),
                 gateway_step.reports.get(&key),
             ];
-            let exists = index.get(key.kind, &key.namespace, &key.name).is_some();
+            // An object with a unit exists; only those of the other kinds are looked up.
+            let exists = unit.is_some() || index.get(key.kind, &key.namespace, &key.name).is_some();
             let report = (exists || parts.iter().any(Option::is_some)).then(|| {
                 let mut r = Report::accepted();
                 for p in parts.into_iter().flatten() {

@@ -95,7 +95,7 @@ fn route_match(m: &Matcher) -> Result<RouteMatch, String> {
         Some(Path::Exact(p)) => PathSpecifier::Path(p.clone()),
         Some(Path::Regex(r)) => PathSpecifier::SafeRegex(regex(r)?),
     };
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(m.headers.len() + usize::from(!m.methods.is_empty()));
     for h in &m.headers {
         if h.name.is_empty() {
             return Err("headers: a header matcher needs a name".into());
@@ -458,25 +458,22 @@ fn translate_vs(
             namespace: &key.namespace,
             route,
         };
-        let mut template = EnvoyRoute {
+        // An Envoy route is a large value: it is built where it stays (the virtual host's
+        // list), first as the template every matcher's route is made from.
+        let start = routes.len();
+        routes.push(EnvoyRoute {
             name: route_name(key, route, i),
             ..Default::default()
-        };
+        });
+        let template = &mut routes[start];
         let mut route_warnings = Vec::new();
-        action(
-            ctx,
-            plugins,
-            reporter,
-            &rc,
-            &mut route_warnings,
-            &mut template,
-        )
-        .map_err(|e| format!("{}: {e}", label()))?;
+        action(ctx, plugins, reporter, &rc, &mut route_warnings, template)
+            .map_err(|e| format!("{}: {e}", label()))?;
         if let Some(o) = &route.options {
-            apply_options(o, &mut template).map_err(|e| format!("{}: {e}", label()))?;
+            apply_options(o, template).map_err(|e| format!("{}: {e}", label()))?;
         }
         for p in plugins {
-            p.route(ctx, &rc, &mut template)
+            p.route(ctx, &rc, template)
                 .map_err(|e| format!("{}: {}: {e}", label(), p.name()))?;
         }
         warnings.extend(
@@ -490,26 +487,18 @@ fn translate_vs(
         } else {
             &route.matchers
         };
-        // An Envoy route is a large value: it is pushed where it stays (the virtual host's
-        // list) and adjusted there, not built in one vector and moved to another.
-        let start = routes.len();
-        let last = matchers.len() - 1;
-        for (j, m) in matchers[..last].iter().enumerate() {
-            let mut r = template.clone();
+        // One route a matcher: the template takes the first, copies of it the others.
+        for _ in 1..matchers.len() {
+            routes.push(routes[start].clone());
+        }
+        for (j, m) in matchers.iter().enumerate() {
+            let r = &mut routes[start + j];
             r.r#match =
                 Some(route_match(m).map_err(|e| format!("{}: matchers[{j}]: {e}", label()))?);
-            r.name = format!("{}-{j}", r.name);
-            routes.push(r);
+            if matchers.len() > 1 {
+                r.name = format!("{}-{j}", r.name);
+            }
         }
-        // The last matcher takes the template itself.
-        template.r#match = Some(
-            route_match(&matchers[last])
-                .map_err(|e| format!("{}: matchers[{last}]: {e}", label()))?,
-        );
-        if last > 0 {
-            template.name = format!("{}-{last}", template.name);
-        }
-        routes.push(template);
         for p in plugins {
             p.matched(ctx, &rc, &mut routes, start)
                 .map_err(|e| format!("{}: {}: {e}", label(), p.name()))?;

@@ -357,3 +357,43 @@ fn a_status_only_change_translates_nothing_and_shares_the_new_copy() {
         "the translator kept its old copy"
     );
 }
+
+#[test]
+fn into_an_empty_translator_the_last_change_of_a_key_wins_in_any_order() {
+    let up = |port: u64, generation: u64| {
+        let spec = json!({"static": {"hosts": [{"addr": "10.0.0.1", "port": port}]}});
+        let r = object(Kind::Upstream, "u0", 1, generation, spec);
+        (Key::of(&r).unwrap(), Some(Arc::new(r)))
+    };
+    let vs = object(
+        Kind::VirtualService,
+        "vs",
+        2,
+        1,
+        json!({"routes": [{"routeAction": {"single": {"upstream": {"name": "u0"}}}}]}),
+    );
+    let vs = (Key::of(&vs).unwrap(), Some(Arc::new(vs)));
+    // Not in key order, with the Upstream twice and the VirtualService removed then added.
+    let changes = vec![
+        vs.clone(),
+        up(1000, 1),
+        (vs.0.clone(), None),
+        up(2000, 2),
+        vs.clone(),
+    ];
+    let mut cached = Translator::new();
+    let got = cached.apply(changes).clone();
+    let want = translate(&Input {
+        objects: [up(2000, 2), vs]
+            .into_iter()
+            .map(|(k, r)| (k, r.unwrap()))
+            .collect(),
+    });
+    assert_same(&got, &want, 0);
+    let kept = cached
+        .input()
+        .objects
+        .values()
+        .map(|r| r.metadata.as_ref().unwrap().generation);
+    assert_eq!(kept.collect::<Vec<_>>(), [2, 1]);
+}
