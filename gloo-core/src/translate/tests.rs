@@ -919,3 +919,54 @@ fn the_fast_hasher_tells_apart_every_short_tail() {
     }
     assert_eq!(seen.len(), (1..=7).map(|n| 4usize.pow(n)).sum::<usize>());
 }
+
+#[test]
+fn plain_load_assignments_are_written_as_prost_writes_them() {
+    use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, LocalityLbEndpoints};
+    let plain = [
+        upstreams::load_assignment("us-1_default", [("10.0.0.1", 8080)]),
+        upstreams::load_assignment("", [("", 0)]),
+        upstreams::load_assignment("a", []),
+        upstreams::load_assignment(
+            &"long-name-".repeat(20),
+            [("10.0.0.1", 1), ("host.example", 70000), ("::1", 443)],
+        ),
+        ClusterLoadAssignment {
+            cluster_name: "two".into(),
+            endpoints: vec![
+                LocalityLbEndpoints::default(),
+                upstreams::load_assignment("", [("10.1.1.1", 9)]).endpoints[0].clone(),
+            ],
+            ..Default::default()
+        },
+    ];
+    for cla in &plain {
+        assert_eq!(upstreams::encode_assignment(cla), cla.encode_to_vec(), "{cla:?}");
+    }
+    // Anything else set: prost's bytes, the same message.
+    let mut weighted = plain[0].clone();
+    weighted.endpoints[0].priority = 1;
+    let mut healthy = plain[3].clone();
+    healthy.endpoints[0].lb_endpoints[1] = LbEndpoint {
+        health_status: 1,
+        ..healthy.endpoints[0].lb_endpoints[1].clone()
+    };
+    for cla in [weighted, healthy] {
+        assert_eq!(upstreams::encode_assignment(&cla), cla.encode_to_vec());
+    }
+    // In a cluster: the assignment goes last, and the bytes read back as the same cluster.
+    for cla in plain {
+        let mut c = Cluster {
+            name: "us-1_default".into(),
+            connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            load_assignment: Some(cla),
+            ..Default::default()
+        };
+        let bytes = upstreams::encode_cluster(&mut c);
+        assert_eq!(Cluster::decode(&bytes[..]).unwrap(), c);
+        assert_eq!(bytes.len(), c.encoded_len());
+    }
+}

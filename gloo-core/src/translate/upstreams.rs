@@ -4,6 +4,8 @@
 //! Envoy never waits on a cluster that warms forever).
 use std::{net::IpAddr, sync::Arc};
 
+use prost::Message;
+
 use envoy_types::pb::{
     envoy::{
         config::{
@@ -104,6 +106,189 @@ pub fn load_assignment<'a>(
         }],
         ..Default::default()
     }
+}
+
+/// The address and port of an endpoint that has nothing else set, as [`load_assignment`]
+/// builds it. Every field is named, so a field a new Envoy API adds must be looked at here.
+fn plain_endpoint(lb: &LbEndpoint) -> Option<(&str, u32)> {
+    let LbEndpoint {
+        health_status: 0,
+        metadata: None,
+        load_balancing_weight: None,
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(endpoint)),
+    } = lb
+    else {
+        return None;
+    };
+    let envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+        address:
+            Some(Address {
+                address: Some(address::Address::SocketAddress(socket)),
+            }),
+        health_check_config: None,
+        hostname,
+        additional_addresses,
+        observability_name,
+    } = endpoint
+    else {
+        return None;
+    };
+    let SocketAddress {
+        protocol: 0,
+        address,
+        resolver_name,
+        ipv4_compat: false,
+        network_namespace_filepath,
+        port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+    } = socket
+    else {
+        return None;
+    };
+    let plain = hostname.is_empty()
+        && additional_addresses.is_empty()
+        && observability_name.is_empty()
+        && resolver_name.is_empty()
+        && network_namespace_filepath.is_empty();
+    plain.then_some((address.as_str(), *port))
+}
+
+/// The localities of a load assignment whose endpoints are all plain (see [`plain_endpoint`]),
+/// with nothing else set but the cluster name; none for any other.
+fn plain_localities(cla: &ClusterLoadAssignment) -> Option<&[LocalityLbEndpoints]> {
+    let ClusterLoadAssignment {
+        cluster_name: _,
+        endpoints,
+        named_endpoints,
+        policy: None,
+    } = cla
+    else {
+        return None;
+    };
+    let plain = named_endpoints.is_empty()
+        && endpoints.iter().all(|l| {
+            let LocalityLbEndpoints {
+                locality: None,
+                metadata: None,
+                lb_endpoints,
+                load_balancing_weight: None,
+                priority: 0,
+                proximity: None,
+                lb_config: None,
+            } = l
+            else {
+                return false;
+            };
+            lb_endpoints.iter().all(|e| plain_endpoint(e).is_some())
+        });
+    plain.then_some(endpoints)
+}
+
+/// Writes a plain load assignment (see [`plain_localities`]) as prost would, field by field,
+/// with each nested length summed once: prost computes a nested message's length again at
+/// each level above it, six levels here, and that was a third of a cluster's encoding.
+/// Returns its length; with `buf` none, only measures it.
+fn encode_plain_assignment(
+    name: &str,
+    localities: &[LocalityLbEndpoints],
+    mut buf: Option<&mut Vec<u8>>,
+) -> usize {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    // A length-delimited field's bytes: its key (one byte, tags below 16), its length, itself.
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let put = |tag: u32, len: usize, bytes: &[u8], buf: &mut Option<&mut Vec<u8>>| {
+        if let Some(b) = buf.as_deref_mut() {
+            encode_key(tag, WireType::LengthDelimited, b);
+            encode_varint(len as u64, b);
+            b.extend_from_slice(bytes);
+        }
+    };
+    // Socket address: address (2, when not empty), port_value (3); Address: socket_address
+    // (1); Endpoint: address (1); LbEndpoint: endpoint (1).
+    let socket_len = |(address, port): (&str, u32)| {
+        let a = if address.is_empty() {
+            0
+        } else {
+            field(address.len())
+        };
+        a + 1 + encoded_len_varint(port as u64)
+    };
+    let endpoint_len = |ep: (&str, u32)| field(field(field(socket_len(ep))));
+    let locality_len = |l: &LocalityLbEndpoints| -> usize {
+        l.lb_endpoints
+            .iter()
+            .filter_map(plain_endpoint)
+            .map(|ep| field(endpoint_len(ep)))
+            .sum()
+    };
+    let name_len = if name.is_empty() {
+        0
+    } else {
+        field(name.len())
+    };
+    let total = name_len
+        + localities
+            .iter()
+            .map(|l| field(locality_len(l)))
+            .sum::<usize>();
+    if buf.is_none() {
+        return total;
+    }
+    if !name.is_empty() {
+        put(1, name.len(), name.as_bytes(), &mut buf);
+    }
+    for l in localities {
+        put(2, locality_len(l), &[], &mut buf);
+        for ep in l.lb_endpoints.iter().filter_map(plain_endpoint) {
+            let socket = socket_len(ep);
+            let address = field(socket);
+            let endpoint = field(address);
+            put(2, field(endpoint), &[], &mut buf);
+            put(1, endpoint, &[], &mut buf);
+            put(1, address, &[], &mut buf);
+            put(1, socket, &[], &mut buf);
+            if !ep.0.is_empty() {
+                put(2, ep.0.len(), ep.0.as_bytes(), &mut buf);
+            }
+            if let Some(b) = buf.as_deref_mut() {
+                encode_key(3, WireType::Varint, b);
+                encode_varint(ep.1 as u64, b);
+            }
+        }
+    }
+    total
+}
+
+/// A load assignment's bytes: by hand when it is plain, else prost's.
+pub fn encode_assignment(cla: &ClusterLoadAssignment) -> Vec<u8> {
+    let Some(localities) = plain_localities(cla) else {
+        return cla.encode_to_vec();
+    };
+    let len = encode_plain_assignment(&cla.cluster_name, localities, None);
+    let mut buf = Vec::with_capacity(len);
+    encode_plain_assignment(&cla.cluster_name, localities, Some(&mut buf));
+    buf
+}
+
+/// A cluster's bytes: prost's, but a plain load assignment is written by hand, as field 33
+/// after the others (a parser takes fields in any order).
+pub fn encode_cluster(c: &mut Cluster) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    const LOAD_ASSIGNMENT: u32 = 33;
+    let Some(la) = c.load_assignment.take() else {
+        return c.encode_to_vec();
+    };
+    let Some(localities) = plain_localities(&la) else {
+        c.load_assignment = Some(la);
+        return c.encode_to_vec();
+    };
+    let len = encode_plain_assignment(&la.cluster_name, localities, None);
+    let mut buf = Vec::with_capacity(c.encoded_len() + 2 + encoded_len_varint(len as u64) + len);
+    c.encode_raw(&mut buf);
+    encode_key(LOAD_ASSIGNMENT, WireType::LengthDelimited, &mut buf);
+    encode_varint(len as u64, &mut buf);
+    encode_plain_assignment(&la.cluster_name, localities, Some(&mut buf));
+    c.load_assignment = Some(la);
+    buf
 }
 
 pub fn inline_body(s: &str) -> DataSource {
@@ -275,9 +460,16 @@ pub fn translate_one(
         p.upstream(ctx, &key.namespace, spec, &mut c)
             .map_err(|e| format!("{}: {e}", p.name()))?;
     }
+    let value = encode_cluster(&mut c);
     Ok((
-        Arc::new(XdsResource::new(c.name.clone(), &c)),
-        cla.map(|cla| Arc::new(XdsResource::new(cla.cluster_name.clone(), &cla))),
+        Arc::new(XdsResource::encoded::<Cluster>(c.name.clone(), value)),
+        cla.map(|cla| {
+            let value = encode_assignment(&cla);
+            Arc::new(XdsResource::encoded::<ClusterLoadAssignment>(
+                cla.cluster_name,
+                value,
+            ))
+        }),
     ))
 }
 

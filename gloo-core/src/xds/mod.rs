@@ -66,7 +66,11 @@ pub struct XdsResource {
 
 impl XdsResource {
     pub fn new<M: prost::Message + prost::Name>(name: impl Into<String>, msg: &M) -> Self {
-        let value = msg.encode_to_vec();
+        Self::encoded::<M>(name, msg.encode_to_vec())
+    }
+
+    /// A resource of type `M` from its bytes, encoded by hand.
+    pub fn encoded<M: prost::Name>(name: impl Into<String>, value: Vec<u8>) -> Self {
         XdsResource {
             name: name.into(),
             version: content_version(&value),
