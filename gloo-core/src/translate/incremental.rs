@@ -720,7 +720,7 @@ impl Translator {
         let mut vhosts_reshaped = false;
         {
             let reporter = Reporter::after_upstreams(rejected_upstreams.clone());
-            let mut scratch = Vec::new();
+            let mut scratch = routes::Scratch::default();
             touched.reserve(dirty_vs.len());
             for key in &dirty_vs {
                 let spec = match index.of(key).and_then(|r| r.spec.as_ref()) {

@@ -554,38 +554,48 @@ fn encode_map(
 /// A virtual host's bytes, with its and its routes' per-filter configuration maps in key
 /// order (fields may come in any order on the wire). The per-filter configurations are taken
 /// out; the rest is left.
-fn encode_vhost(rest: &mut VirtualHost) -> Vec<u8> {
+fn encode_vhost(rest: &mut VirtualHost, scratch: &mut Scratch) -> Vec<u8> {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     const VHOST_ROUTES: u32 = 3;
     const VHOST_FILTER_CONFIG: u32 = 15;
     const ROUTE_FILTER_CONFIG: u32 = 13;
     let mut routes = std::mem::take(&mut rest.routes);
     let config = std::mem::take(&mut rest.typed_per_filter_config);
-    // Each route's length once: it sizes the buffer and prefixes the route's bytes.
-    let lens: Vec<usize> = routes.iter().map(|r| r.encoded_len()).collect();
-    let routes_len: usize = lens
-        .iter()
-        .map(|&n| 1 + encoded_len_varint(n as u64) + n)
-        .sum();
-    let mut buf = Vec::with_capacity(rest.encoded_len() + routes_len + 64);
-    rest.encode_raw(&mut buf);
-    // By reference: a route is a few kilobytes, each move of it a copy.
-    for (route, len) in routes.iter_mut().zip(lens) {
+    // Each route is encoded once, into the scratch buffer, and so measured without prost's
+    // measuring pass (which visits every field and nested message once more). By reference:
+    // a route is a few kilobytes, each move of it a copy.
+    let (bytes, ends) = (&mut scratch.bytes, &mut scratch.ends);
+    bytes.clear();
+    ends.clear();
+    for route in routes.iter_mut() {
         if route.typed_per_filter_config.is_empty() {
-            // Nothing to order: encoded straight into the buffer.
-            encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
-            encode_varint(len as u64, &mut buf);
-            route.encode_raw(&mut buf);
-            continue;
+            route.encode_raw(bytes);
+        } else {
+            let route_config = std::mem::take(&mut route.typed_per_filter_config);
+            route.encode_raw(bytes);
+            encode_map(ROUTE_FILTER_CONFIG, &route_config, bytes);
         }
-        let route_config = std::mem::take(&mut route.typed_per_filter_config);
-        let mut bytes = route.encode_to_vec();
-        encode_map(ROUTE_FILTER_CONFIG, &route_config, &mut bytes);
-        encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
-        encode_varint(bytes.len() as u64, &mut buf);
-        buf.extend_from_slice(&bytes);
+        ends.push(bytes.len());
     }
-    encode_map(VHOST_FILTER_CONFIG, &config, &mut buf);
+    let routes_end = bytes.len();
+    encode_map(VHOST_FILTER_CONFIG, &config, bytes);
+    let field = |n: usize| 1 + encoded_len_varint(n as u64) + n;
+    let mut routes_len = 0;
+    let mut from = 0;
+    for &end in ends.iter() {
+        routes_len += field(end - from);
+        from = end;
+    }
+    let mut buf = Vec::with_capacity(rest.encoded_len() + routes_len + bytes.len() - routes_end);
+    rest.encode_raw(&mut buf);
+    let mut from = 0;
+    for &end in ends.iter() {
+        encode_key(VHOST_ROUTES, WireType::LengthDelimited, &mut buf);
+        encode_varint((end - from) as u64, &mut buf);
+        buf.extend_from_slice(&bytes[from..end]);
+        from = end;
+    }
+    buf.extend_from_slice(&bytes[routes_end..]);
     rest.routes = routes;
     buf
 }
@@ -606,29 +616,38 @@ pub fn domains(vs: &VirtualServiceSpec) -> Vec<String> {
     }
 }
 
+/// Buffers each VirtualService's translation takes over from the last one's: the Envoy routes
+/// (a few kilobytes each: a new vector each time is one of malloc's slow allocations) and the
+/// routes' bytes before they are framed.
+#[derive(Default)]
+pub struct Scratch {
+    routes: Vec<EnvoyRoute>,
+    bytes: Vec<u8>,
+    /// Where each route's bytes end.
+    ends: Vec<usize>,
+}
+
 /// One VirtualService: its virtual host, encoded once, with the filters its routes need.
-/// `routes` is a buffer for the Envoy routes, handed back empty for the next VirtualService:
-/// at a few kilobytes a route, a new one each time is one of malloc's slow allocations.
 pub fn translate_one(
     ctx: &Context<'_>,
     plugins: &[Box<dyn Plugin>],
     reporter: &Reporter,
     key: &Key,
     vs: &VirtualServiceSpec,
-    routes: &mut Vec<EnvoyRoute>,
+    scratch: &mut Scratch,
 ) -> VhostResult {
-    let (mut vhost, warnings) =
-        translate_vs(ctx, plugins, reporter, key, vs, std::mem::take(routes))?;
+    let routes = std::mem::take(&mut scratch.routes);
+    let (mut vhost, warnings) = translate_vs(ctx, plugins, reporter, key, vs, routes)?;
     let mut filters = Vec::new();
     for (i, p) in plugins.iter().enumerate() {
         for (stage, f) in p.vhost_filters(&vhost) {
             filters.push((stage, i, f));
         }
     }
-    let encoded = encode_vhost(&mut vhost);
+    let encoded = encode_vhost(&mut vhost, scratch);
     let domains = std::mem::take(&mut vhost.domains);
-    *routes = std::mem::take(&mut vhost.routes);
-    routes.clear();
+    scratch.routes = std::mem::take(&mut vhost.routes);
+    scratch.routes.clear();
     let digest = crate::xds::content_digest(&encoded);
     let out = VirtualHostOut {
         key: key.clone(),

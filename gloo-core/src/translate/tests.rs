@@ -941,7 +941,11 @@ fn plain_load_assignments_are_written_as_prost_writes_them() {
         },
     ];
     for cla in &plain {
-        assert_eq!(upstreams::encode_assignment(cla), cla.encode_to_vec(), "{cla:?}");
+        assert_eq!(
+            upstreams::encode_assignment(cla),
+            cla.encode_to_vec(),
+            "{cla:?}"
+        );
     }
     // Anything else set: prost's bytes, the same message.
     let mut weighted = plain[0].clone();
