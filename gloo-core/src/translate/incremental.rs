@@ -64,8 +64,9 @@ struct Step {
 }
 
 impl Step {
-    fn read_any(&self, keys: &BTreeSet<Key>) -> bool {
-        self.reads.iter().any(|k| keys.contains(k))
+    /// Whether any of these keys (sorted) was read.
+    fn read_any(&self, keys: &[Key]) -> bool {
+        self.reads.iter().any(|k| keys.binary_search(k).is_ok())
     }
 }
 
@@ -141,17 +142,22 @@ fn cluster_upstream(name: &str) -> Option<Key> {
     Some(Key::new(Kind::Upstream, ns, n))
 }
 
+/// A name's first eight bytes as a big-endian number (zeros after a shorter name): two names
+/// whose numbers differ are in the order of their numbers.
+fn name_prefix(name: &str) -> u64 {
+    match name.as_bytes().first_chunk::<8>() {
+        Some(word) => u64::from_be_bytes(*word),
+        None => name
+            .bytes()
+            .enumerate()
+            .fold(0, |w, (i, b)| w | (b as u64) << (56 - 8 * i)),
+    }
+}
+
 fn report_of(state: State, reason: &str) -> Report {
     let mut r = Report::accepted();
     r.merge(state, reason);
     r
-}
-
-/// Adds `key` to `set`, copying it only when it is not there yet.
-fn add(set: &mut BTreeSet<Key>, key: &Key) {
-    if !set.contains(key) {
-        set.insert(key.clone());
-    }
 }
 
 /// Replaces the unit of `key` (removing it when `unit` is none) and its entries in `readers`;
@@ -454,40 +460,34 @@ impl Translator {
         if changed.is_empty() && !first {
             return &self.out;
         }
-        let changed: BTreeSet<Key> = changed.into_iter().collect();
+        // Sorted and once each (from scratch they are already: one comparison a key).
+        changed.sort();
+        changed.dedup();
         self.pass(first, &changed, dirty_upstreams);
         &self.out
     }
 
-    fn pass(&mut self, first: bool, changed: &BTreeSet<Key>, mut dirty_upstreams: BTreeSet<Key>) {
-        // One look at who read each changed key, for steps 1 and 2.
-        // Gathered first and made sets at once: from scratch that is a sort of mostly sorted
-        // keys and a bulk build, not a B-tree insert per object.
+    /// A pass over what changed: `changed` is sorted, once each.
+    fn pass(&mut self, first: bool, changed: &[Key], dirty_upstreams: BTreeSet<Key>) {
+        // One look at who read each changed key, for steps 1 and 2: gathered, then sorted
+        // (from scratch, that is mostly sorted keys, one comparison each) with no B-tree.
         // Sized for a pass from scratch, where every key is one of its own readers.
-        let (mut more_upstreams, mut more_checked) = (
-            Vec::with_capacity(changed.len()),
-            Vec::with_capacity(changed.len()),
-        );
+        let mut dirty_upstreams: Vec<Key> = dirty_upstreams.into_iter().collect();
+        dirty_upstreams.reserve(changed.len());
+        let mut dirty_checked = Vec::with_capacity(changed.len());
         for k in changed {
             let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
             for r in std::iter::once(k).chain(readers) {
                 match r.kind {
-                    Kind::Upstream => more_upstreams.push(r.clone()),
-                    Kind::Endpoints | Kind::Function => more_checked.push(r.clone()),
+                    Kind::Upstream => dirty_upstreams.push(r.clone()),
+                    Kind::Endpoints | Kind::Function => dirty_checked.push(r.clone()),
                     _ => {}
                 }
             }
         }
-        let mut dirty_checked = BTreeSet::new();
-        for (set, keys) in [
-            (&mut dirty_upstreams, more_upstreams),
-            (&mut dirty_checked, more_checked),
-        ] {
-            if set.is_empty() {
-                *set = keys.into_iter().collect();
-            } else {
-                set.extend(keys);
-            }
+        for keys in [&mut dirty_upstreams, &mut dirty_checked] {
+            keys.sort();
+            keys.dedup();
         }
         // Every object whose report may have changed: sorted and deduplicated before use.
         let mut touched: Vec<Key> =
@@ -521,9 +521,10 @@ impl Translator {
         // 1. Upstreams → clusters and endpoint assignments.
         let mut flipped: BTreeSet<Key> = BTreeSet::new();
         let mut regateway = false;
-        // From scratch: (cluster name, Upstream, what it made), sorted once below.
+        // From scratch: (cluster name's prefix, cluster name, Upstream, what it made), sorted
+        // once below.
         type Made = Option<(Arc<XdsResource>, Option<Arc<XdsResource>>)>;
-        let mut bulk: Vec<(String, Key, Made)> =
+        let mut bulk: Vec<(u64, String, Key, Made)> =
             Vec::with_capacity(if first { dirty_upstreams.len() } else { 0 });
         {
             let rejected = Arc::make_mut(rejected_upstreams);
@@ -605,7 +606,7 @@ impl Translator {
                     let cluster = names::cluster(&key.namespace, &key.name);
                     if exists && first {
                         // Nothing kept yet: the maps are built in bulk below.
-                        bulk.push((cluster, key.clone(), new_out));
+                        bulk.push((name_prefix(&cluster), cluster, key.clone(), new_out));
                     } else if exists {
                         out.origins.insert(cluster, vec![key.clone()]);
                     } else {
@@ -622,10 +623,12 @@ impl Translator {
             // by cluster name (not the keys' order: `a-1_ns` sorts after `a-10_ns`) for all
             // three, then bulk builds of sorted items, not a search per resource.
             debug_assert!(out.origins.is_empty());
-            bulk.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            // Names compare by their first eight bytes first, as one number: most differ
+            // there, and the whole names are compared only when those are the same.
+            bulk.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
             let (mut clusters, mut assignments) = (Vec::with_capacity(bulk.len()), Vec::new());
             let mut origins = Vec::with_capacity(bulk.len());
-            for (name, key, made) in bulk {
+            for (_, name, key, made) in bulk {
                 if let Some((c, cla)) = made {
                     if let Some(cla) = cla {
                         assignments.push((cla.name.clone(), cla));
@@ -701,17 +704,17 @@ impl Translator {
 
         // 4. VirtualServices → virtual hosts.
         let dirty_vs = {
-            let mut d = BTreeSet::new();
-            for set in [changed, &flipped] {
-                for k in set {
-                    let rs = readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
-                    for r in std::iter::once(k).chain(rs) {
-                        if r.kind == Kind::VirtualService {
-                            add(&mut d, r);
-                        }
+            let mut d = Vec::new();
+            for k in changed.iter().chain(&flipped) {
+                let rs = readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+                for r in std::iter::once(k).chain(rs) {
+                    if r.kind == Kind::VirtualService {
+                        d.push(r.clone());
                     }
                 }
             }
+            d.sort();
+            d.dedup();
             d
         };
         let mut vhosts_changed = false;
@@ -905,5 +908,39 @@ impl Translator {
         }
         // `touched` is sorted: so is this.
         out.changed_reports = changed_reports.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_prefix;
+
+    #[test]
+    fn names_in_the_order_of_their_prefixes_are_in_name_order() {
+        let names = [
+            "",
+            "a",
+            "a_b",
+            "a-1_default",
+            "a-10_default",
+            "a-1",
+            "us-1_default",
+            "us-10_default",
+            "us-100_default",
+            "us-1000_default",
+            "us-10000_default",
+            "us-1_ns",
+            "z",
+            "zzzzzzzz",
+            "zzzzzzzza",
+        ];
+        for a in names {
+            for b in names {
+                let (pa, pb) = (name_prefix(a), name_prefix(b));
+                if pa != pb {
+                    assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} and {b:?}");
+                }
+            }
+        }
     }
 }
