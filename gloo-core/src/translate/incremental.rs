@@ -83,7 +83,7 @@ pub struct Translator {
     units: FastMap<Key, Unit>,
     /// Who read each key, once each: mostly one or two, so a vector, kept in step by
     /// [`replace_unit`] from the difference of old and new reads.
-    readers: FastMap<Key, Vec<Key>>,
+    readers: FastMap<Key, Readers>,
     rejected_upstreams: Arc<FastSet<Key>>,
     /// The virtual hosts of the VirtualServices that translated, in key order.
     vhosts: BTreeMap<Key, Arc<VirtualHostOut>>,
@@ -160,11 +160,47 @@ fn report_of(state: State, reason: &str) -> Report {
     r
 }
 
+/// The objects that read a key, once each: mostly one, kept in place (a vector of one would be
+/// an allocation for each key read).
+enum Readers {
+    One(Key),
+    Many(Vec<Key>),
+}
+
+impl Readers {
+    fn as_slice(&self) -> &[Key] {
+        match self {
+            Readers::One(k) => std::slice::from_ref(k),
+            Readers::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, key: Key) {
+        match self {
+            Readers::One(first) => *self = Readers::Many(vec![first.clone(), key]),
+            Readers::Many(v) => v.push(key),
+        }
+    }
+
+    /// Removes `key`; whether none is left.
+    fn remove(&mut self, key: &Key) -> bool {
+        match self {
+            Readers::One(k) => k == key,
+            Readers::Many(v) => {
+                if let Some(i) = v.iter().position(|k| k == key) {
+                    v.swap_remove(i);
+                }
+                v.is_empty()
+            }
+        }
+    }
+}
+
 /// Replaces the unit of `key` (removing it when `unit` is none) and its entries in `readers`;
 /// returns the old one.
 fn replace_unit(
     units: &mut FastMap<Key, Unit>,
-    readers: &mut FastMap<Key, Vec<Key>>,
+    readers: &mut FastMap<Key, Readers>,
     key: &Key,
     unit: Option<Unit>,
 ) -> Option<Unit> {
@@ -184,24 +220,17 @@ fn replace_unit(
     // Both sorted: a key gained is pushed (it cannot be there yet), a key lost is removed.
     for r in now {
         if before.binary_search(r).is_err() {
-            match readers.get_mut(r) {
-                Some(v) => v.push(key.clone()),
-                None => {
-                    readers.insert(r.clone(), vec![key.clone()]);
+            match readers.entry(r.clone()) {
+                Entry::Occupied(mut e) => e.get_mut().push(key.clone()),
+                Entry::Vacant(e) => {
+                    e.insert(Readers::One(key.clone()));
                 }
             }
         }
     }
     for r in before {
-        if now.binary_search(r).is_err() {
-            if let Some(v) = readers.get_mut(r) {
-                if let Some(i) = v.iter().position(|k| k == key) {
-                    v.swap_remove(i);
-                }
-                if v.is_empty() {
-                    readers.remove(r);
-                }
-            }
+        if now.binary_search(r).is_err() && readers.get_mut(r).is_some_and(|v| v.remove(key)) {
+            readers.remove(r);
         }
     }
     old
@@ -476,7 +505,7 @@ impl Translator {
         dirty_upstreams.reserve(changed.len());
         let mut dirty_checked = Vec::with_capacity(changed.len());
         for k in changed {
-            let readers = self.readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+            let readers = self.readers.get(k).map(Readers::as_slice).unwrap_or(&[]);
             for r in std::iter::once(k).chain(readers) {
                 match r.kind {
                     Kind::Upstream => dirty_upstreams.push(r.clone()),
@@ -706,7 +735,7 @@ impl Translator {
         let dirty_vs = {
             let mut d = Vec::new();
             for k in changed.iter().chain(&flipped) {
-                let rs = readers.get(k).map(Vec::as_slice).unwrap_or(&[]);
+                let rs = readers.get(k).map(Readers::as_slice).unwrap_or(&[]);
                 for r in std::iter::once(k).chain(rs) {
                     if r.kind == Kind::VirtualService {
                         d.push(r.clone());

@@ -476,7 +476,10 @@ pub fn translate_one(
     }
     let value = encode_cluster(&mut c);
     Ok((
-        Arc::new(XdsResource::encoded::<Cluster>(c.name.clone(), value)),
+        Arc::new(XdsResource::encoded::<Cluster>(
+            std::mem::take(&mut c.name),
+            value,
+        )),
         cla.map(|cla| {
             let value = encode_assignment(&cla);
             Arc::new(XdsResource::encoded::<ClusterLoadAssignment>(
