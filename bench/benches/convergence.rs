@@ -34,8 +34,8 @@
 //!
 //! Env: CONVERGENCE_ROUTES (default 1000), CONVERGENCE_CHURN_VS (500), CONVERGENCE_CHURN_ROUTES_PER_VS
 //! (10), CONVERGENCE_CHURN_RATE (Applies per second, 20), CONVERGENCE_PHASES
-//! (`quiet,churn,quiet-one,churn-one`),
-//! CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0), CONVERGENCE_DUMP (a
+//! (`quiet,churn,quiet-one,churn-one`), CONVERGENCE_ADS (`delta` for incremental ADS; state of
+//! the world by default), CONVERGENCE_POLL_PAUSE_US (pause between the prober's GETs, default 0), CONVERGENCE_DUMP (a
 //! file to write Envoy's /config_dump to once the churned routes are served).
 //! Progress goes to stderr, the markdown report to stdout; exit code 1 when a target is missed.
 mod support;
@@ -90,6 +90,12 @@ impl Config {
                 .collect(),
         }
     }
+}
+
+/// Whether Envoy uses incremental (delta) ADS: CONVERGENCE_ADS=delta; state of the world by
+/// default, as `deploy/`'s bootstrap does.
+fn delta_ads() -> bool {
+    std::env::var("CONVERGENCE_ADS").is_ok_and(|v| v == "delta")
 }
 
 fn main() -> ExitCode {
@@ -153,7 +159,7 @@ impl Gateway {
             envoy,
             listen,
             mut client,
-        } = Proxy::start(false).await;
+        } = Proxy::start(delta_ads()).await;
         if mode != Mode::Unset {
             apply(
                 &mut client,
@@ -602,9 +608,10 @@ async fn phase_run(cfg: &Config, with_churn: bool, mode: Mode) -> Phase {
 fn markdown(cfg: &Config, phases: &[Phase]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "### Route convergence: Apply answered → first 200 through Envoy (SotW ADS)\n\n\
+        "### Route convergence: Apply answered → first 200 through Envoy ({} ADS)\n\n\
          {} new routes per phase, added one at a time, each its own VirtualService with its own \
          domain; {WARMUP_ROUTES} warm-up routes before them are not counted.\n\n",
+        if delta_ads() { "delta" } else { "SotW" },
         thousands(cfg.routes)
     ));
     out.push_str(
