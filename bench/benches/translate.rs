@@ -1,6 +1,8 @@
 //! Translator benchmarks: a full translation of N upstreams and N routes (N/10 VirtualServices
 //! of 10 routes, one Gateway), and an incremental pass after one object changed, at two sizes
-//! to show whether the incremental cost grows with the total. Single-threaded, in process.
+//! to show whether the incremental cost grows with the total; also a pass that adds one
+//! VirtualService, which reshapes the gateway (what each route of the convergence bench is).
+//! Single-threaded, in process.
 //! Each size runs with the Gateway's one RouteConfiguration and with `scopedRoutes` (a
 //! RouteConfiguration per VirtualService); TRANSLATE_GATEWAYS (`single,scoped`) picks.
 //!
@@ -111,6 +113,9 @@ struct Row {
     vs_min: f64,
     us_p50: f64,
     us_min: f64,
+    /// One new VirtualService (a new virtual host, so the gateways step runs as a whole).
+    add_p50: f64,
+    add_p99: f64,
     snapshot_clone: f64,
 }
 
@@ -156,6 +161,12 @@ fn run(n: usize, scoped: bool) -> Row {
         let change = put(&mut inp, r, 100 + i as u64);
         us_times.push(one_change(&mut tr, change));
     }
+    // New VirtualServices, each with its own domain: what a convergence probe adds.
+    let mut add_times = Vec::new();
+    for i in 0..50 {
+        let change = put(&mut inp, virtual_service(n / 10 + i, n, 0), 1);
+        add_times.push(one_change(&mut tr, change));
+    }
     // What the controller pays before a pass: a snapshot of the store's map.
     let t0 = Instant::now();
     for _ in 0..10 {
@@ -173,6 +184,8 @@ fn run(n: usize, scoped: bool) -> Row {
         vs_p50: percentile(&mut vs_times.clone(), 0.5),
         vs_p99: percentile(&mut vs_times, 0.99),
         us_p50: percentile(&mut us_times, 0.5),
+        add_p50: percentile(&mut add_times.clone(), 0.5),
+        add_p99: percentile(&mut add_times, 0.99),
         snapshot_clone,
     }
 }
@@ -192,15 +205,15 @@ fn main() {
         })
         .collect();
     // The minimum is the figure least inflated by other processes on a shared machine.
-    println!("| upstreams / routes | Gateway | Envoy resources | full translation: median (min) | one VirtualService changed: p50 / p99 (min) | one Upstream changed: p50 (min) | input snapshot clone |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| upstreams / routes | Gateway | Envoy resources | full translation: median (min) | one VirtualService changed: p50 / p99 (min) | one Upstream changed: p50 (min) | one VirtualService added: p50 / p99 | input snapshot clone |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (&scoped, n) in gateways
         .iter()
         .flat_map(|g| sizes.iter().map(move |&n| (g, n)))
     {
         let r = run(n, scoped);
         println!(
-            "| {} / {} | {} | {} | {:.1} ms ({:.1}) | {:.2} / {:.2} ms ({:.2}) | {:.2} ms ({:.2}) | {:.2} ms |",
+            "| {} / {} | {} | {} | {:.1} ms ({:.1}) | {:.2} / {:.2} ms ({:.2}) | {:.2} ms ({:.2}) | {:.2} / {:.2} ms | {:.2} ms |",
             r.n,
             r.n,
             if r.scoped { "scopedRoutes" } else { "one RouteConfiguration" },
@@ -212,6 +225,8 @@ fn main() {
             r.vs_min,
             r.us_p50,
             r.us_min,
+            r.add_p50,
+            r.add_p99,
             r.snapshot_clone
         );
     }

@@ -419,12 +419,10 @@ impl Translator {
                 }
                 same
             });
-        }
-        let mut added: Vec<(Key, Arc<Resource>)> = Vec::new();
-        if from_scratch {
-            added.reserve(changes.len());
             self.units.reserve(changes.len());
         }
+        let mut added: Vec<(Key, Arc<Resource>)> =
+            Vec::with_capacity(if from_scratch { changes.len() } else { 0 });
         let mut changed: Vec<Key> = Vec::with_capacity(changes.len());
         let mut dirty_upstreams: BTreeSet<Key> = BTreeSet::new();
         for (key, new) in changes {
