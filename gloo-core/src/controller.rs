@@ -151,8 +151,12 @@ impl Controller {
                     .duration
                     .observe(started.elapsed().as_secs_f64());
                 debug!(took_ms = started.elapsed().as_millis() as u64, "translated");
-                snapshot = snap;
-                self.publisher.publish(snapshot.clone());
+                // Published as the only reference, so it is sealed in place, not copied.
+                self.publisher.publish(snap);
+                snapshot = self
+                    .publisher
+                    .current()
+                    .expect("a snapshot was just published");
                 rejections.retain_current(&snapshot);
                 let tr = translator.as_mut().expect("kept");
                 let candidates: BTreeSet<Key> = if was_whole {

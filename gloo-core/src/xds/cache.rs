@@ -48,6 +48,12 @@ impl SnapshotPublisher {
         self.tx.send_replace(Some(snap));
         true
     }
+
+    /// The current snapshot: hand [`SnapshotPublisher::publish`] the only reference to a new
+    /// one and take it back from here, so that sealing it does not copy it.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.tx.borrow().clone()
+    }
 }
 
 /// The readers' side of the cache: cheap to clone.

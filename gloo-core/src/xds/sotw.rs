@@ -26,7 +26,7 @@ use super::{
         blame, is_partial_type, is_wildcard_type, push_order, rejection, Event, Held, Nonces,
         Output, Rejection, Subscription, XdsError, ROUTING_TYPES,
     },
-    ResourceList, Snapshot, XdsResource, CLUSTER,
+    ResourceList, Resources, Snapshot, XdsResource, CLUSTER,
 };
 
 /// A `DiscoveryResponse` as the state machine makes it: its resources are the snapshot's own,
@@ -363,6 +363,14 @@ impl TypeState {
         if self.sub.wildcard && gone.is_empty() {
             return (snap.all_of(type_url), snap.type_version(type_url));
         }
+        if gone.is_empty() {
+            // Named: the snapshot's resources of those names, in name order.
+            let resources: ResourceList = current
+                .map(|c| named(&self.sub.names, c).into_iter().cloned().collect())
+                .unwrap_or_default();
+            let version = version_of(&resources);
+            return (resources, version);
+        }
         let mut desired: BTreeMap<&str, &Arc<XdsResource>> = BTreeMap::new();
         if let Some(current) = current {
             if self.sub.wildcard {
@@ -382,6 +390,33 @@ impl TypeState {
         let version = version_of(&resources);
         (resources, version)
     }
+}
+
+/// The resources of `current` that `names` names, in name order. Both are in name order: with
+/// as many names as resources (a proxy subscribes to every scope's route configuration), one
+/// walk of both, with no map built; with a few names, a search each.
+fn named<'a>(names: &BTreeSet<String>, current: &'a Resources) -> Vec<&'a Arc<XdsResource>> {
+    if names.len().saturating_mul(8) < current.len() {
+        return names.iter().filter_map(|n| current.get(n)).collect();
+    }
+    let mut out = Vec::with_capacity(names.len().min(current.len()));
+    let (mut wanted, mut held) = (names.iter().peekable(), current.iter().peekable());
+    while let (Some(w), Some((h, r))) = (wanted.peek(), held.peek()) {
+        match w.as_str().cmp(h.as_str()) {
+            std::cmp::Ordering::Less => {
+                wanted.next();
+            }
+            std::cmp::Ordering::Greater => {
+                held.next();
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(*r);
+                wanted.next();
+                held.next();
+            }
+        }
+    }
+    out
 }
 
 /// What of `desired` a client that was last sent `sent` lacks: what changed or is new since,
@@ -448,6 +483,41 @@ mod tests {
                 ..Default::default()
             }),
             ..request(&resp.type_url, names)
+        }
+    }
+
+    #[test]
+    fn named_resources_are_those_subscribed_that_exist_in_name_order() {
+        let fill: Vec<String> = (0..12).map(|i| format!("m{i}")).collect();
+        let held: Resources = ["a", "b", "c1", "c10", "d", "x", "y", "z"]
+            .into_iter()
+            .chain(fill.iter().map(String::as_str))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Arc::new(XdsResource::encoded::<
+                        envoy_types::pb::envoy::config::cluster::v3::Cluster,
+                    >(n, vec![])),
+                )
+            })
+            .collect();
+        // Of 20 held: a few names (a search each) and many (one walk of both), with absent ones.
+        for wanted in [
+            vec!["c10", "q"],
+            vec!["", "a", "c", "c1", "c10", "e", "x", "zz"],
+            vec![],
+        ] {
+            let names: BTreeSet<String> = wanted.iter().map(|n| n.to_string()).collect();
+            let got: Vec<&str> = named(&names, &held)
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            let want: Vec<&str> = names
+                .iter()
+                .filter(|n| held.contains_key(*n))
+                .map(String::as_str)
+                .collect();
+            assert_eq!(got, want, "{wanted:?}");
         }
     }
 
