@@ -168,7 +168,7 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
 /// host exactly (lowercased by [`lowercase_host`], the port left out), so only exact lowercase
 /// names can match. Every domain of a scoped gateway is checked on every pass of the gateways
 /// step, so in one scan.
-fn scope_key_problem(domain: &str) -> Option<&'static str> {
+pub(crate) fn scope_key_problem(domain: &str) -> Option<&'static str> {
     if domain.is_empty() {
         return Some("it is empty");
     }
@@ -387,9 +387,7 @@ pub(crate) fn translate(
                 && scoped_by.is_none()
                 && tcp.is_none()
                 && list.len() >= AUTO_SCOPED_MIN_VIRTUAL_SERVICES
-                && list
-                    .iter()
-                    .all(|v| v.domains.iter().all(|d| scope_key_problem(d).is_none())));
+                && list.iter().all(|v| v.scope_keys_ok));
         if scoped {
             scoped_by = Some(key);
         }
@@ -397,7 +395,8 @@ pub(crate) fn translate(
         claimed.reserve(list.len());
         for v in &list {
             for d in &v.domains {
-                if let Some(why) = scoped.then(|| scope_key_problem(d)).flatten() {
+                let checked = scoped && !v.scope_keys_ok;
+                if let Some(why) = checked.then(|| scope_key_problem(d)).flatten() {
                     reporter.reject(
                         &v.key,
                         format!(

@@ -59,6 +59,9 @@ pub struct VirtualHostOut {
     pub digest: u128,
     /// (stage, plugin index, filter) for each filter a plugin asked for.
     pub filters: Vec<(Stage, usize, HttpFilter)>,
+    /// Whether every domain can be a scope's key ([`super::listeners::scope_key_problem`]):
+    /// worked out once here, not for every VirtualService on each pass of the gateways step.
+    pub scope_keys_ok: bool,
 }
 
 /// One VirtualService's translation and the warnings of its routes, or why it has none.
@@ -649,6 +652,9 @@ pub fn translate_one(
     scratch.routes = std::mem::take(&mut vhost.routes);
     scratch.routes.clear();
     let digest = crate::xds::content_digest(&encoded);
+    let scope_keys_ok = domains
+        .iter()
+        .all(|d| super::listeners::scope_key_problem(d).is_none());
     let out = VirtualHostOut {
         key: key.clone(),
         domains,
@@ -656,6 +662,7 @@ pub fn translate_one(
         digest,
         encoded,
         filters,
+        scope_keys_ok,
     };
     Ok((Arc::new(out), warnings))
 }
