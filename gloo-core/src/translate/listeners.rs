@@ -166,8 +166,9 @@ fn route_configuration(name: &str, vhosts: &[&Arc<VirtualHostOut>]) -> XdsResour
 
 /// Why `domain` cannot be a scope's key, if it cannot: Envoy looks a scope up by the request's
 /// host exactly (lowercased by [`lowercase_host`], the port left out), so only exact lowercase
-/// names can match. Every domain of a scoped gateway is checked on every pass of the gateways
-/// step, so in one scan.
+/// names can match. It is worked out once for each virtual host, when its VirtualService is
+/// translated (`VirtualHostOut::scope_keys_ok`), and again, domain by domain, only for a virtual
+/// host that has a problem, to name it.
 pub(crate) fn scope_key_problem(domain: &str) -> Option<&'static str> {
     if domain.is_empty() {
         return Some("it is empty");
