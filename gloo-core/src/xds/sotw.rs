@@ -363,30 +363,18 @@ impl TypeState {
         if self.sub.wildcard && gone.is_empty() {
             return (snap.all_of(type_url), snap.type_version(type_url));
         }
-        if gone.is_empty() {
-            // Named: the snapshot's resources of those names, in name order.
-            let resources: ResourceList = current
-                .map(|c| named(&self.sub.names, c).into_iter().cloned().collect())
-                .unwrap_or_default();
-            let version = version_of(&resources);
-            return (resources, version);
+        // The snapshot's resources this stream subscribes to, in name order.
+        let mut desired: Vec<&Arc<XdsResource>> = match current {
+            None => Vec::new(),
+            Some(c) if self.sub.wildcard => c.values().collect(),
+            Some(c) => named(&self.sub.names, c),
+        };
+        if !gone.is_empty() {
+            // Kept back, in their place by name: none of them is in the snapshot.
+            desired.extend(gone);
+            desired.sort_by(|a, b| a.name.cmp(&b.name));
         }
-        let mut desired: BTreeMap<&str, &Arc<XdsResource>> = BTreeMap::new();
-        if let Some(current) = current {
-            if self.sub.wildcard {
-                desired.extend(current.iter().map(|(n, r)| (n.as_str(), r)));
-            } else {
-                for name in &self.sub.names {
-                    if let Some((n, r)) = current.get_key_value(name) {
-                        desired.insert(n.as_str(), r);
-                    }
-                }
-            }
-        }
-        for r in gone {
-            desired.insert(r.name.as_str(), r);
-        }
-        let resources: ResourceList = desired.into_values().cloned().collect();
+        let resources: ResourceList = desired.into_iter().cloned().collect();
         let version = version_of(&resources);
         (resources, version)
     }
