@@ -183,79 +183,78 @@ fn plain_localities(cla: &ClusterLoadAssignment) -> Option<&[LocalityLbEndpoints
     plain.then_some(endpoints)
 }
 
-/// Writes a plain load assignment (see [`plain_localities`]) as prost would, field by field,
-/// with each nested length summed once: prost computes a nested message's length again at
-/// each level above it, six levels here, and that was a third of a cluster's encoding.
-/// Returns its length; with `buf` none, only measures it.
-fn encode_plain_assignment(
-    name: &str,
-    localities: &[LocalityLbEndpoints],
-    mut buf: Option<&mut Vec<u8>>,
-) -> usize {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
-    // A length-delimited field's bytes: its key (one byte, tags below 16), its length, itself.
-    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    let put = |tag: u32, len: usize, bytes: &[u8], buf: &mut Option<&mut Vec<u8>>| {
-        if let Some(b) = buf.as_deref_mut() {
-            encode_key(tag, WireType::LengthDelimited, b);
-            encode_varint(len as u64, b);
-            b.extend_from_slice(bytes);
-        }
-    };
-    // Socket address: address (2, when not empty), port_value (3); Address: socket_address
-    // (1); Endpoint: address (1); LbEndpoint: endpoint (1).
-    let socket_len = |(address, port): (&str, u32)| {
-        let a = if address.is_empty() {
-            0
-        } else {
-            field(address.len())
-        };
-        a + 1 + encoded_len_varint(port as u64)
-    };
-    let endpoint_len = |ep: (&str, u32)| field(field(field(socket_len(ep))));
-    let locality_len = |l: &LocalityLbEndpoints| -> usize {
-        l.lb_endpoints
-            .iter()
-            .filter_map(plain_endpoint)
-            .map(|ep| field(endpoint_len(ep)))
-            .sum()
-    };
-    let name_len = if name.is_empty() {
+/// A length-delimited field's size: its key (one byte: every tag here is below 16), its length,
+/// its bytes.
+fn field_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// The sizes of a plain endpoint's nested messages, innermost first: SocketAddress (address,
+/// when not empty, field 2; port_value, 3), Address (socket_address, 1), Endpoint (address, 1),
+/// LbEndpoint (endpoint, 1).
+fn endpoint_lens((address, port): (&str, u32)) -> [usize; 4] {
+    let address = if address.is_empty() {
         0
     } else {
-        field(name.len())
+        field_len(address.len())
     };
-    let total = name_len
-        + localities
-            .iter()
-            .map(|l| field(locality_len(l)))
-            .sum::<usize>();
-    if buf.is_none() {
-        return total;
-    }
+    let socket = address + 1 + prost::encoding::encoded_len_varint(port as u64);
+    let address = field_len(socket);
+    let endpoint = field_len(address);
+    [socket, address, endpoint, field_len(endpoint)]
+}
+
+/// A plain locality's size: its endpoints (lb_endpoints, field 2).
+fn locality_len(l: &LocalityLbEndpoints) -> usize {
+    l.lb_endpoints
+        .iter()
+        .filter_map(plain_endpoint)
+        .map(|ep| field_len(endpoint_lens(ep)[3]))
+        .sum()
+}
+
+/// A plain load assignment's size (see [`plain_localities`]): cluster_name (1), endpoints (2).
+fn plain_assignment_len(name: &str, localities: &[LocalityLbEndpoints]) -> usize {
+    let name = if name.is_empty() {
+        0
+    } else {
+        field_len(name.len())
+    };
+    name + localities
+        .iter()
+        .map(|l| field_len(locality_len(l)))
+        .sum::<usize>()
+}
+
+/// Writes a plain load assignment as prost would, field by field, with each nested length
+/// summed once: prost computes a nested message's length again at each level above it, six
+/// levels here, and that was a third of a cluster's encoding.
+fn write_plain_assignment(name: &str, localities: &[LocalityLbEndpoints], buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let head = |tag: u32, len: usize, buf: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    };
     if !name.is_empty() {
-        put(1, name.len(), name.as_bytes(), &mut buf);
+        head(1, name.len(), buf);
+        buf.extend_from_slice(name.as_bytes());
     }
     for l in localities {
-        put(2, locality_len(l), &[], &mut buf);
+        head(2, locality_len(l), buf);
         for ep in l.lb_endpoints.iter().filter_map(plain_endpoint) {
-            let socket = socket_len(ep);
-            let address = field(socket);
-            let endpoint = field(address);
-            put(2, field(endpoint), &[], &mut buf);
-            put(1, endpoint, &[], &mut buf);
-            put(1, address, &[], &mut buf);
-            put(1, socket, &[], &mut buf);
+            let [socket, address, endpoint, lb_endpoint] = endpoint_lens(ep);
+            head(2, lb_endpoint, buf);
+            head(1, endpoint, buf);
+            head(1, address, buf);
+            head(1, socket, buf);
             if !ep.0.is_empty() {
-                put(2, ep.0.len(), ep.0.as_bytes(), &mut buf);
+                head(2, ep.0.len(), buf);
+                buf.extend_from_slice(ep.0.as_bytes());
             }
-            if let Some(b) = buf.as_deref_mut() {
-                encode_key(3, WireType::Varint, b);
-                encode_varint(ep.1 as u64, b);
-            }
+            encode_key(3, WireType::Varint, buf);
+            encode_varint(ep.1 as u64, buf);
         }
     }
-    total
 }
 
 /// A load assignment's bytes: by hand when it is plain, else prost's.
@@ -263,9 +262,8 @@ pub fn encode_assignment(cla: &ClusterLoadAssignment) -> Vec<u8> {
     let Some(localities) = plain_localities(cla) else {
         return cla.encode_to_vec();
     };
-    let len = encode_plain_assignment(&cla.cluster_name, localities, None);
-    let mut buf = Vec::with_capacity(len);
-    encode_plain_assignment(&cla.cluster_name, localities, Some(&mut buf));
+    let mut buf = Vec::with_capacity(plain_assignment_len(&cla.cluster_name, localities));
+    write_plain_assignment(&cla.cluster_name, localities, &mut buf);
     buf
 }
 
@@ -289,10 +287,10 @@ pub fn encode_cluster(c: &mut Cluster) -> Vec<u8> {
         let written = match plain {
             Some((name, localities)) => {
                 c.encode_raw(buf);
-                let len = encode_plain_assignment(name, localities, None);
+                let len = plain_assignment_len(name, localities);
                 encode_key(LOAD_ASSIGNMENT, WireType::LengthDelimited, buf);
                 encode_varint(len as u64, buf);
-                encode_plain_assignment(name, localities, Some(buf));
+                write_plain_assignment(name, localities, buf);
                 true
             }
             None => false,
